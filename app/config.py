@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     redis_url: str = Field(default="", validation_alias=_env("REDIS_URL"))
     broker_url: str = Field(default="", validation_alias=_env("BROKER_URL"))
 
+    # Where derived model files are cached (default var/models); tests share one across the session.
+    model_cache_dir: Path | None = None
+
     # --- web -----------------------------------------------------------------------------------------
     base_url: str = Field(default="http://127.0.0.1:8000", validation_alias=_env("BASE_URL"))
     host: str = "127.0.0.1"
@@ -46,6 +49,14 @@ class Settings(BaseSettings):
     smtp_ssl: bool = Field(default=False, validation_alias=_env("SMTP_SSL"))
     smtp_timeout: float = Field(default=30.0, validation_alias=_env("SMTP_TIMEOUT"))
     mail_from: str = Field(default="podbrief <brief@podbrief.localhost>", validation_alias=_env("MAIL_FROM"))
+    # A delivery left in "sending" this long (a worker died mid-send) is reconciled; far above one SMTP talk.
+    mail_sending_timeout_seconds: int = 900
+    # A pending delivery never claimed this long lost its task message: reconcile enqueues it again.
+    mail_pending_grace_seconds: int = 300
+    # DKIM signing (covers List-Unsubscribe headers, as RFC 8058 asks); off unless a key file is given.
+    dkim_key_file: Path | None = Field(default=None, validation_alias=_env("DKIM_KEY_FILE"))
+    dkim_selector: str = "podbrief"
+    dkim_domain: str = ""  # default: the From address's domain
     # The embedded sink `make run` starts; off when a real relay is configured.
     smtp_sink: bool = Field(default=True, validation_alias=_env("SMTP_SINK"))
 
@@ -81,7 +92,7 @@ class Settings(BaseSettings):
     # catalogue must not queue 500 transcriptions.
     ingest_max_age_days: int = 14
     # An episode whose stage has not moved for this long (and holds no live lease) is dispatched again.
-    stall_after_minutes: int = 15
+    stall_after_seconds: int = 900
     max_attempts: int = 5
     # A due brief that was skipped (nothing new qualified) is retried no sooner than this.
     skip_retry_minutes: int = 30
@@ -115,6 +126,11 @@ class Settings(BaseSettings):
         if self.redis_url:
             return self.redis_url
         return "filesystem://"
+
+    @property
+    def models_dir(self) -> Path:
+        """Derived model files (ONNX export, converted Whisper checkpoint): made once, reused by every process."""
+        return self.model_cache_dir or self.var_dir / "models"
 
     @property
     def broker_dir(self) -> Path:

@@ -1,18 +1,20 @@
-"""Send one delivery exactly once: the sequence of short transactions around the SMTP conversation.
+"""Send one delivery exactly once: the short transactions around the SMTP conversation.
 
-Used by the `send_delivery` task and by `podbrief brief --now`. The order is the point:
-1. compose the message (read-only);
-2. claim: pending -> sending, COMMITTED before SMTP is touched, so a second worker (retry, duplicate beat,
-   redelivered message) finds "sending" and stops;
-3. talk to SMTP;
-4. mark sent (or failed, with a retry time) in a new transaction.
-A crash between 2 and 4 leaves the row in "sending"; `mail.reconcile` decides what happened, explicitly.
+Used by the `send_delivery` task and by `podbrief brief --now`; it lives outside app/pipeline because it owns
+transactions (stages never commit). The order is the point:
+1. claim (pending -> sending) and compose, COMMITTED before SMTP is touched, so a second worker (a retry, a
+   duplicate beat, a redelivered message) finds "sending" or "sent" and stops;
+2. talk to SMTP;
+3. mark sent, or failed with a retry time, in a new transaction.
+A crash between 1 and 3 leaves the row in "sending"; `mail.reconcile` decides what happened, with evidence.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+
+from sqlalchemy import update
 
 from app.db import session_scope
 from app.errors import PermanentError, TransientError
@@ -25,42 +27,48 @@ log = logging.getLogger(__name__)
 class Outcome(enum.StrEnum):
     SENT = "sent"
     ALREADY_SENT = "already_sent"
-    IN_PROGRESS = "in_progress"  # another worker holds it (status "sending")
-    RETRY = "retry"  # transient SMTP failure, scheduled again
+    IN_PROGRESS = "in_progress"  # another worker holds it, or the relay may have it (reconcile decides)
+    NOT_DUE = "not_due"  # pending with a retry time in the future
+    RETRY = "retry"  # transient SMTP failure, scheduled again (reconcile re-enqueues it when due)
     FAILED = "failed"
 
 
 def send_delivery(delivery_id: int) -> Outcome:
+    now = utcnow()
     with session_scope() as session:
-        delivery = session.get(Delivery, delivery_id)
-        if delivery is None:
-            raise PermanentError(f"delivery {delivery_id} does not exist")
-        if delivery.status == DeliveryStatus.SENT:
-            return Outcome.ALREADY_SENT
-        if delivery.status == DeliveryStatus.SENDING:
-            return Outcome.IN_PROGRESS
-        if delivery.status == DeliveryStatus.FAILED:
+        if not mail.claim(session, delivery_id, now=now):
+            return _why_not_claimed(session.get(Delivery, delivery_id))
+        try:
+            message = mail.compose(session, delivery_id)
+        except PermanentError as exc:
+            mail.mark_failed(session, delivery_id, exc.reason, now=now, permanent=True)
             return Outcome.FAILED
-        message = mail.compose(session, delivery_id)
-
-    with session_scope() as session:
-        if not mail.claim(session, delivery_id, now=utcnow()):
-            status = session.get(Delivery, delivery_id)
-            return Outcome.ALREADY_SENT if status and status.status == DeliveryStatus.SENT else Outcome.IN_PROGRESS
 
     try:
         mail.smtp_send(message)
-    except TransientError as exc:
+    except mail.DeliveryUncertain as exc:
+        # The data went out before the connection broke: the relay may have accepted it. Left in "sending" on
+        # purpose; reconcile() decides with evidence instead of resending blindly.
         with session_scope() as session:
-            mail.mark_failed(session, delivery_id, exc.reason, permanent=False, now=utcnow())
-        log.warning("delivery %s: transient SMTP failure: %s", delivery_id, exc.reason)
-        return Outcome.RETRY
-    except PermanentError as exc:
+            session.execute(update(Delivery).where(Delivery.id == delivery_id).values(error=exc.reason))
+        log.warning("delivery %s: outcome unknown, left for reconcile: %s", delivery_id, exc.reason)
+        return Outcome.IN_PROGRESS
+    except (TransientError, PermanentError) as exc:
         with session_scope() as session:
-            mail.mark_failed(session, delivery_id, exc.reason, permanent=True, now=utcnow())
-        log.error("delivery %s: permanent SMTP failure: %s", delivery_id, exc.reason)
-        return Outcome.FAILED
+            status = mail.mark_failed(session, delivery_id, exc.reason, now=utcnow(), permanent=exc.permanent)
+        log.warning("delivery %s: SMTP failure (%s): %s", delivery_id, status, exc.reason)
+        return Outcome.FAILED if status == DeliveryStatus.FAILED else Outcome.RETRY
 
     with session_scope() as session:
         mail.mark_sent(session, delivery_id, now=utcnow())
     return Outcome.SENT
+
+
+def _why_not_claimed(delivery: Delivery | None) -> Outcome:
+    if delivery is None:
+        raise PermanentError("delivery does not exist")
+    return {
+        DeliveryStatus.SENT: Outcome.ALREADY_SENT,
+        DeliveryStatus.SENDING: Outcome.IN_PROGRESS,
+        DeliveryStatus.FAILED: Outcome.FAILED,
+    }.get(DeliveryStatus(delivery.status), Outcome.NOT_DUE)

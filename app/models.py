@@ -65,6 +65,7 @@ class EpisodeStatus(enum.StrEnum):
     EXTRACTED = "extracted"  # insight candidates stored
     READY = "ready"  # insights embedded: eligible for briefs
     FAILED = "failed"  # a permanent error; see `error`
+    SKIPPED = "skipped"  # back catalogue beyond one poll's cap (app.pipeline.feeds): known for dedupe, never processed
 
 
 class DeliveryStatus(enum.StrEnum):

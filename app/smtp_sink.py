@@ -88,7 +88,9 @@ class _Controller(Controller):
 
         async def bind() -> asyncio.AbstractServer:
             server = await create
-            self.port = server.sockets[0].getsockname()[1]
+            sockets = getattr(server, "sockets", None) or []
+            if sockets:
+                self.port = sockets[0].getsockname()[1]
             return server
 
         return bind()

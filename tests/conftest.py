@@ -69,8 +69,14 @@ def _truncate_all(url: str) -> None:
         conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Derived model files (ONNX export, converted Whisper weights) are made once per test session."""
+    return tmp_path_factory.mktemp("models")
+
+
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_cache: Path) -> Iterator[Path]:
     """A clean environment: var/ under tmp_path, no outside configuration leaking in."""
     for name in list(os.environ):
         if name.startswith("PODBRIEF_") and name not in ("PODBRIEF_TEST_POSTGRES_URL",):
@@ -80,6 +86,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     var = tmp_path / "var"
     var.mkdir()
     monkeypatch.setenv("PODBRIEF_VAR_DIR", str(var))
+    monkeypatch.setenv("PODBRIEF_MODEL_CACHE_DIR", str(model_cache))
     config.reset_settings()
     yield var
     db.dispose_engines()

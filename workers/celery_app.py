@@ -37,6 +37,9 @@ def make_celery() -> Celery:
     settings = get_settings()
     broker_url = settings.celery_broker_url
     app = Celery("podbrief", broker=broker_url, include=["workers.tasks"])
+    if broker_url.startswith("filesystem"):
+        # Our atomic-write subclass of kombu's filesystem transport (see workers/fs_transport.py).
+        app.conf.broker_transport = "workers.fs_transport:Transport"
     app.conf.update(
         broker_transport_options=_broker_options(broker_url),
         broker_connection_retry_on_startup=True,

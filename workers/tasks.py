@@ -80,7 +80,8 @@ def download_audio(self: Task, episode_id: int) -> None:
     except (TransientError, PermanentError) as exc:
         _retry_or_fail(self, episode_id, exc)
         return
-    transcribe.delay(episode_id)
+    # From the row's status, not blindly: a skipped or already-advanced episode is not transcribed again.
+    dispatch_episode(episode_id)
 
 
 # --- transcription (asr queue: the GPU worker in production) ----------------------------------------------

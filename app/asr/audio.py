@@ -18,7 +18,10 @@ SAMPLE_RATE = 16000
 
 def probe_duration(path: str | Path) -> float | None:
     """Seconds of audio as the container states it, or None when it does not say."""
-    import av
+    try:
+        import av
+    except ImportError:  # bare GPU machine: WAV only
+        return _wav_duration(path)
 
     try:
         with av.open(str(path), mode="r", metadata_errors="ignore") as container:
@@ -40,11 +43,13 @@ def _refuse(seconds: float, cap: float, name: str) -> PermanentError:
 
 def load_audio(path: str | Path, *, max_seconds: float | None = None) -> np.ndarray:
     """Decode to 16 kHz mono float32 in [-1, 1]; PermanentError when unreadable or over max_seconds."""
-    import av
-
     name = Path(path).name
     if not Path(path).is_file():
         raise PermanentError(f"audio file not found: {name}")
+    try:
+        import av
+    except ImportError:  # bare GPU machine (no PyAV): 16 kHz WAV only
+        return _load_wav(path, max_seconds)
     stated = probe_duration(path)
     if max_seconds is not None and stated is not None and stated > max_seconds:
         raise _refuse(stated, max_seconds, name)
@@ -73,3 +78,23 @@ def load_audio(path: str | Path, *, max_seconds: float | None = None) -> np.ndar
 def load_raw_pcm16(path: str | Path) -> np.ndarray:
     """Headerless 16 kHz s16le mono (the pocketsphinx test clip)."""
     return np.fromfile(str(path), dtype="<i2").astype(np.float32) / 32768.0
+
+
+def _wav_duration(path: str | Path) -> float:
+    import wave
+
+    with wave.open(str(path), "rb") as w:
+        return w.getnframes() / w.getframerate()
+
+
+def _load_wav(path: str | Path, max_seconds: float | None) -> np.ndarray:
+    import wave
+
+    with wave.open(str(path), "rb") as w:
+        seconds = w.getnframes() / w.getframerate()
+        if max_seconds is not None and seconds > max_seconds:
+            raise _refuse(seconds, max_seconds, Path(path).name)
+        if w.getframerate() != SAMPLE_RATE or w.getsampwidth() != 2:
+            raise PermanentError(f"{Path(path).name}: without PyAV only 16 kHz 16-bit WAV can be read")
+        data = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").reshape(-1, w.getnchannels())
+    return data.mean(axis=1).astype(np.float32) / 32768.0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import tempfile
 from pathlib import Path
@@ -82,6 +83,11 @@ def _scalar(variables: dict[str, np.ndarray], name: str) -> int:
     return int(variables[name].reshape(-1)[0])
 
 
+def _count_layers(variables: dict[str, np.ndarray], side: str) -> int:
+    pattern = re.compile(rf"^{side}/layer_(\d+)/")
+    return len({m.group(1) for k in variables if (m := pattern.match(k))})
+
+
 def convert_state_dict(variables: dict[str, np.ndarray]) -> tuple[dict[str, int], dict[str, np.ndarray]]:
     """(dims, state_dict) in openai-whisper names, float32 numpy arrays."""
     f = lambda name: _float(variables, name)  # noqa: E731
@@ -108,8 +114,8 @@ def convert_state_dict(variables: dict[str, np.ndarray]) -> tuple[dict[str, int]
         linear(f"{src}/linear_0", f"{dst}.mlp.0")
         linear(f"{src}/linear_1", f"{dst}.mlp.2")
 
-    n_enc = len({k.split("/")[1] for k in variables if k.startswith("encoder/layer_")})
-    n_dec = len({k.split("/")[1] for k in variables if k.startswith("decoder/layer_")})
+    n_enc = _count_layers(variables, "encoder")
+    n_dec = _count_layers(variables, "decoder")
 
     linear("encoder/conv1", "encoder.conv1")
     linear("encoder/conv2", "encoder.conv2")
@@ -132,8 +138,9 @@ def convert_state_dict(variables: dict[str, np.ndarray]) -> tuple[dict[str, int]
         # Cross-attention: linear_0 = query, linear_1 = [key; value], linear_2 = out.
         layer_norm(f"{src}/attention/layer_norm", f"{dst}.cross_attn_ln")
         linear(f"{src}/attention/linear_0", f"{dst}.cross_attn.query")
-        kv_w, kv_b = np.split(f(f"{src}/attention/linear_1/weight"), 2), np.split(
-            f(f"{src}/attention/linear_1/bias"), 2
+        kv_w, kv_b = (
+            np.split(f(f"{src}/attention/linear_1/weight"), 2),
+            np.split(f(f"{src}/attention/linear_1/bias"), 2),
         )
         sd[f"{dst}.cross_attn.key.weight"] = kv_w[0]
         sd[f"{dst}.cross_attn.value.weight"], sd[f"{dst}.cross_attn.value.bias"] = kv_w[1], kv_b[1]

@@ -93,7 +93,9 @@ def clean_segments(
             and logprob < LOGPROB_MIN
         ):
             continue
-        if compression_ratio(text) > COMPRESSION_RATIO_MAX and (logprob is None or logprob < LOGPROB_MIN):
+        # The decoder's own ratio (or the raw text's): measured before collapsing, which would hide the loop.
+        ratio = seg.compression_ratio if seg.compression_ratio is not None else compression_ratio(seg.text)
+        if ratio > COMPRESSION_RATIO_MAX and (logprob is None or logprob < LOGPROB_MIN):
             continue
         kept.append(replace(seg, text=text) if text != seg.text else seg)
     return _collapse_segment_loops(kept)

@@ -14,7 +14,8 @@ def _normalizer() -> Callable[[str], str]:
         # Whisper's own English normaliser: "Mr." == "mister", "10" == "ten", British/American spellings.
         from whisper.normalizers import EnglishTextNormalizer
 
-        return EnglishTextNormalizer()  # type: ignore[no-any-return]
+        normalizer: Callable[[str], str] = EnglishTextNormalizer()
+        return normalizer
     except ImportError:  # pragma: no cover - openai-whisper is a dependency; keep WER usable without it
         return lambda s: re.sub(r"[^\w' ]+", " ", s.lower())
 

@@ -19,6 +19,7 @@ import typing
 from collections.abc import Callable, Iterable, Sequence
 
 import httpcore
+from httpcore._backends.sync import SyncStream  # httpcore's own socket stream
 
 from app.errors import PermanentError
 from app.net.addresses import blocked_reason
@@ -98,9 +99,7 @@ class DeadlineStream(httpcore.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
-        inner = self._inner.start_tls(
-            ssl_context, server_hostname, self._clamp(timeout, httpcore.ConnectTimeout)
-        )
+        inner = self._inner.start_tls(ssl_context, server_hostname, self._clamp(timeout, httpcore.ConnectTimeout))
         return DeadlineStream(inner, self._deadline)
 
     def get_extra_info(self, info: str) -> typing.Any:
@@ -163,8 +162,6 @@ class GuardedBackend(httpcore.NetworkBackend):
                 last.__cause__ = exc
                 continue
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            from httpcore._backends.sync import SyncStream  # httpcore's own socket stream
-
             return DeadlineStream(SyncStream(sock), self.deadline)
         assert last is not None
         raise last

@@ -42,11 +42,14 @@ def due_briefs(session: Session, now: dt.datetime | None = None) -> list[tuple[i
     now = now or utcnow()
     settings = get_settings()
     retry_before = now - dt.timedelta(minutes=settings.skip_retry_minutes)
+    # A user skipped earlier today (nothing new qualified) is tried again once new episodes became ready
+    # since the skip, or after skip_retry_minutes in any case.
+    new_since_skip = exists().where(Episode.status == EpisodeStatus.READY, Episode.updated_at > User.last_skip_at)
     active = and_(
         User.confirmed_at.is_not(None),
         User.paused.is_(False),
         User.unsubscribed_at.is_(None),
-        or_(User.last_skip_at.is_(None), User.last_skip_at < retry_before),
+        or_(User.last_skip_at.is_(None), User.last_skip_at < retry_before, new_since_skip),
     )
     zones = session.scalars(select(User.timezone).where(active).distinct()).all()
     due: list[tuple[int, dt.date]] = []
@@ -92,7 +95,7 @@ def stalled_episodes(session: Session, now: dt.datetime | None = None, limit: in
     """
     now = now or utcnow()
     settings = get_settings()
-    cutoff = now - dt.timedelta(minutes=settings.stall_after_minutes)
+    cutoff = now - dt.timedelta(seconds=settings.stall_after_seconds)
     recent = now - dt.timedelta(days=settings.ingest_max_age_days)
     episodes = session.scalars(
         select(Episode)

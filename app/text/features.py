@@ -15,27 +15,190 @@ _WORD = re.compile(r"[A-Za-z0-9']+")
 
 # Disfluencies and conversational particles: frequent in banter, rare in a guest's considered claim.
 FILLERS = {"um", "uh", "erm", "hmm", "mm", "ha", "haha", "wow", "oh", "yeah", "okay", "ok", "alright", "huh", "yep"}
-FILLER_PHRASES = ("you know", "i mean", "kind of", "sort of", "pretty much", "i guess", "i think", "like,",
-                  "honestly", "basically", "totally", "literally", "i love", "i'd", "right?")
-PERSONAL = {"i", "i'm", "i've", "i'd", "i'll", "me", "my", "mine", "you", "you're", "you've", "your", "we",
-            "we're", "we've", "we'll", "us", "our", "let's"}
-NUMBER_WORDS = {"one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
-                "fifteen", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety", "hundred",
-                "thousand", "million", "billion", "trillion", "percent", "half", "twice", "double", "triple",
-                "quarter", "third", "dozen", "times", "fold", "first", "second"}
+FILLER_PHRASES = (
+    "you know",
+    "i mean",
+    "kind of",
+    "sort of",
+    "pretty much",
+    "i guess",
+    "i think",
+    "like,",
+    "honestly",
+    "basically",
+    "totally",
+    "literally",
+    "i love",
+    "i'd",
+    "right?",
+)
+PERSONAL = {
+    "i",
+    "i'm",
+    "i've",
+    "i'd",
+    "i'll",
+    "me",
+    "my",
+    "mine",
+    "you",
+    "you're",
+    "you've",
+    "your",
+    "we",
+    "we're",
+    "we've",
+    "we'll",
+    "us",
+    "our",
+    "let's",
+}
+# First person singular: anecdotes and asides ("I just got back from ..."); explanations use generic "you".
+SELF = {"i", "i'm", "i've", "i'd", "i'll", "me", "my", "mine", "myself"}
+NUMBER_WORDS = {
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "fifteen",
+    "twenty",
+    "thirty",
+    "forty",
+    "fifty",
+    "sixty",
+    "seventy",
+    "eighty",
+    "ninety",
+    "hundred",
+    "thousand",
+    "million",
+    "billion",
+    "trillion",
+    "percent",
+    "half",
+    "twice",
+    "double",
+    "triple",
+    "quarter",
+    "third",
+    "dozen",
+    "times",
+    "fold",
+    "first",
+    "second",
+}
 # Words that carry a mechanism, a comparison or a consequence: the backbone of an explanatory claim.
-MECHANISM = {"because", "so", "therefore", "which", "means", "cause", "causes", "caused", "leads", "lead",
-             "reduces", "reduce", "increases", "increase", "raises", "lowers", "cuts", "grows", "drops",
-             "than", "more", "less", "fewer", "instead", "whereas", "while", "rather", "cost", "without",
-             "only", "most", "least", "since", "unless", "depends", "allows", "prevents", "blocks", "makes",
-             "between", "per", "each", "every", "average", "roughly", "about", "around", "nearly", "almost"}
-EVIDENCE = {"study", "studies", "trial", "trials", "research", "researchers", "review", "found", "finds", "data",
-            "evidence", "measured", "experiment", "experiments", "showed", "shows", "analysis", "survey",
-            "records", "estimate", "estimates", "compared", "typically", "historians", "scientists", "rate"}
+MECHANISM = {
+    "because",
+    "so",
+    "therefore",
+    "which",
+    "means",
+    "cause",
+    "causes",
+    "caused",
+    "leads",
+    "lead",
+    "reduces",
+    "reduce",
+    "increases",
+    "increase",
+    "raises",
+    "lowers",
+    "cuts",
+    "grows",
+    "drops",
+    "than",
+    "more",
+    "less",
+    "fewer",
+    "instead",
+    "whereas",
+    "while",
+    "rather",
+    "cost",
+    "without",
+    "only",
+    "most",
+    "least",
+    "since",
+    "unless",
+    "depends",
+    "allows",
+    "prevents",
+    "blocks",
+    "makes",
+    "between",
+    "per",
+    "each",
+    "every",
+    "average",
+    "roughly",
+    "about",
+    "around",
+    "nearly",
+    "almost",
+}
+EVIDENCE = {
+    "study",
+    "studies",
+    "trial",
+    "trials",
+    "research",
+    "researchers",
+    "review",
+    "found",
+    "finds",
+    "data",
+    "evidence",
+    "measured",
+    "experiment",
+    "experiments",
+    "showed",
+    "shows",
+    "analysis",
+    "survey",
+    "records",
+    "estimate",
+    "estimates",
+    "compared",
+    "typically",
+    "historians",
+    "scientists",
+    "rate",
+}
 # Words of the show's own frame: greetings, thanks, the show/episode itself, breaks and sign-offs.
-HOUSEKEEPING = {"welcome", "show", "episode", "episodes", "podcast", "listening", "listeners", "listener",
-                "subscribe", "thanks", "thank", "host", "guest", "break", "wrap", "tune", "join", "joining",
-                "newsletter", "patreon", "sponsor"}
+HOUSEKEEPING = {
+    "welcome",
+    "show",
+    "episode",
+    "episodes",
+    "podcast",
+    "listening",
+    "listeners",
+    "listener",
+    "subscribe",
+    "thanks",
+    "thank",
+    "host",
+    "guest",
+    "break",
+    "wrap",
+    "tune",
+    "join",
+    "joining",
+    "newsletter",
+    "patreon",
+    "sponsor",
+}
 # Phrases that frame the show itself (greeting, introducing people, signing off): a block holding one is
 # intro/outro/housekeeping, not content.
 _FRAME = re.compile(
@@ -51,6 +214,7 @@ _AD_STRONG = [
     r"\bsponsor(?:ed|s|ing)?\b",
     r"\bbrought to you by\b",
     r"\b(?:supported|powered|presented|made possible) by\b",
+    r"\bcomes? to you (?:from|by|courtesy of)\b|\bcourtesy of\b",
     r"\bpromo(?:tional)? code\b",
     r"\b(?:use|with|enter|apply) (?:the |my |our )?code\b",
     r"\bcode [A-Za-z0-9]+ at\b",
@@ -91,6 +255,7 @@ class SentenceFeatures:
     exclaim: bool
     filler_rate: float
     personal_rate: float
+    self_rate: float
     number_rate: float
     mechanism_rate: float
     evidence_rate: float
@@ -122,6 +287,7 @@ def features(text: str) -> SentenceFeatures:
         exclaim=text.rstrip().endswith("!"),
         filler_rate=fillers / n,
         personal_rate=sum(w in PERSONAL for w in ws) / n,
+        self_rate=sum(w in SELF for w in ws) / n,
         number_rate=(digits + sum(w in NUMBER_WORDS for w in ws)) / n,
         mechanism_rate=sum(w in MECHANISM for w in ws) / n,
         evidence_rate=sum(w in EVIDENCE for w in ws) / n,
@@ -145,7 +311,7 @@ def claim_score(f: SentenceFeatures) -> float:
     # A number or a "because" in a four-word quip is not a claim: content bonuses scale with length.
     bonus = min(0.25, 1.5 * f.number_rate) + min(0.25, 1.6 * f.mechanism_rate) + min(0.2, 2.0 * f.evidence_rate)
     s = 0.2 + 0.5 * length + bonus * (0.2 + 0.8 * length)
-    s -= 1.8 * f.filler_rate + 0.9 * f.personal_rate + 0.8 * f.housekeeping_rate
+    s -= 1.8 * f.filler_rate + 0.9 * f.personal_rate + 1.2 * f.self_rate + 0.8 * f.housekeeping_rate
     if f.question:
         s -= 0.6
     if f.exclaim:

@@ -1,8 +1,8 @@
 """initial
 
-Revision ID: f08dc097f6e5
+Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 04:43:27.720642
+Create Date: 2026-11-26 05:01:19.821389
 """
 from collections.abc import Sequence
 
@@ -11,7 +11,7 @@ from alembic import op
 import app.models
 
 
-revision: str = 'f08dc097f6e5'
+revision: str = '0001'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -52,6 +52,7 @@ def upgrade() -> None:
     sa.Column('unsubscribed_at', app.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('token', sa.String(length=64), nullable=False),
     sa.Column('last_skip_reason', sa.Text(), nullable=True),
+    sa.Column('last_skip_at', app.models.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', app.models.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_users')),
     sa.UniqueConstraint('email', name=op.f('uq_users_email')),

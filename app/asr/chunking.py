@@ -1,0 +1,116 @@
+"""Voice activity detection and cutting long audio into <= 30 s windows at pauses.
+
+Whisper's encoder always sees 30 s, so windows are packed close to 30 s (fewer encoder passes), but never cut
+inside speech: window edges fall in the silences Silero VAD (bundled with faster-whisper, onnxruntime on CPU)
+found. Audio outside speech is never decoded, so there is no text over silence. Where faster-whisper is not
+installed (the bare GPU machine) an energy-based detector finds the pauses instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from app.asr.audio import SAMPLE_RATE
+
+WINDOW_SECONDS = 30.0
+
+
+def speech_regions(
+    audio: np.ndarray,
+    *,
+    min_silence_ms: int = 500,
+    max_speech_s: float = WINDOW_SECONDS - 1.0,
+    speech_pad_ms: int = 200,
+    threshold: float = 0.5,
+) -> list[tuple[float, float]]:
+    """(start, end) seconds of speech; long turns are split (at their longest pause) under max_speech_s."""
+    if audio.size == 0:
+        return []
+    try:
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+    except ImportError:
+        return energy_regions(audio, min_silence_ms=min_silence_ms, max_speech_s=max_speech_s)
+
+    options = VadOptions(
+        threshold=threshold,
+        min_silence_duration_ms=min_silence_ms,
+        max_speech_duration_s=max_speech_s,
+        speech_pad_ms=speech_pad_ms,
+    )
+    stamps = get_speech_timestamps(audio, options, sampling_rate=SAMPLE_RATE)
+    return [(s["start"] / SAMPLE_RATE, s["end"] / SAMPLE_RATE) for s in stamps]
+
+
+def energy_regions(
+    audio: np.ndarray,
+    *,
+    min_silence_ms: int = 500,
+    max_speech_s: float = WINDOW_SECONDS - 1.0,
+    frame_ms: int = 20,
+    pad_ms: int = 200,
+) -> list[tuple[float, float]]:
+    """Speech as frames well above the recording's own noise floor; pauses shorter than min_silence_ms bridged.
+
+    Thresholds are relative (noise floor vs loud speech percentile), so levels and gain don't matter.
+    """
+    hop = SAMPLE_RATE * frame_ms // 1000
+    n = audio.size // hop
+    if n == 0:
+        return []
+    frames = audio[: n * hop].reshape(n, hop).astype(np.float64)
+    db = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    floor, loud = np.percentile(db, 10), np.percentile(db, 95)
+    if loud - floor < 10:  # flat signal: all silence or all noise; nothing distinguishes speech
+        return [] if loud < -60 else [(0.0, audio.size / SAMPLE_RATE)]
+    voiced = db > floor + 0.35 * (loud - floor)
+    regions: list[list[int]] = []
+    gap = max(1, min_silence_ms // frame_ms)
+    for i in np.flatnonzero(voiced):
+        if regions and i - regions[-1][1] <= gap:
+            regions[-1][1] = int(i)
+        else:
+            regions.append([int(i), int(i)])
+    pad = pad_ms // frame_ms
+    max_frames = int(max_speech_s * 1000 / frame_ms)
+    out: list[tuple[float, float]] = []
+    for a, b in regions:
+        a, b = max(0, a - pad), min(n, b + 1 + pad)
+        while b - a > max_frames:  # cut a long turn at its quietest frame in the second half
+            lo = a + max_frames // 2
+            cut = lo + int(np.argmin(db[lo : a + max_frames]))
+            out.append((a * frame_ms / 1000, cut * frame_ms / 1000))
+            a = cut
+        if b - a >= 100 // frame_ms:
+            out.append((a * frame_ms / 1000, b * frame_ms / 1000))
+    return out
+
+
+def pack_windows(
+    regions: Sequence[tuple[float, float]], *, max_seconds: float = WINDOW_SECONDS
+) -> list[tuple[float, float]]:
+    """Greedily merge consecutive speech regions into windows spanning at most max_seconds."""
+    windows: list[tuple[float, float]] = []
+    for start, end in regions:
+        if end - start > max_seconds:  # VAD's max_speech_s should prevent this; cut hard if not
+            t = start
+            while t < end:
+                windows.append((t, min(end, t + max_seconds)))
+                t += max_seconds
+            continue
+        if windows and end - windows[-1][0] <= max_seconds:
+            windows[-1] = (windows[-1][0], end)
+        else:
+            windows.append((start, end))
+    return windows
+
+
+def fixed_windows(duration: float, *, max_seconds: float = WINDOW_SECONDS) -> list[tuple[float, float]]:
+    """Windows without VAD (vad=False): back-to-back max_seconds pieces."""
+    out: list[tuple[float, float]] = []
+    t = 0.0
+    while t < duration:
+        out.append((t, min(duration, t + max_seconds)))
+        t += max_seconds
+    return out

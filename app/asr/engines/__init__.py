@@ -1,0 +1,1 @@
+"""Whisper engines behind one interface (app.asr.engines.base.Engine)."""

@@ -1,0 +1,254 @@
+"""openai-whisper (torch): the GPU engine, and the baseline every benchmark compares against.
+
+Two modes over the same weights:
+- "sequential": plain `model.transcribe()` — the baseline (30 s windows one at a time, seeking on timestamps).
+- "batched": VAD cuts the audio into <= 30 s windows at pauses; windows are decoded batch_size at a time with
+  one DecodingTask (greedy, timestamp tokens on, vectorised timestamp rules); each window's timestamp tokens
+  give segment times, offset by the window start; segments come back in audio order. Windows that fail
+  openai-whisper's own quality checks (compression ratio, avg logprob) are decoded again at higher temperatures,
+  as transcribe() does.
+The CTranslate2 tiny.en weights are converted once to a checkpoint (app.asr.convert) and loaded by path.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.asr import chunking, hygiene
+from app.asr.audio import SAMPLE_RATE
+from app.asr.engines.base import Progress
+from app.asr.types import Segment, Word
+from app.asr.weights import alignment_heads, openai_checkpoint
+
+FALLBACK_TEMPERATURES = (0.2, 0.4, 0.6, 0.8, 1.0)
+TIME_PRECISION = 0.02  # seconds per timestamp token
+
+
+class OpenAIWhisperEngine:
+    def __init__(
+        self,
+        model: str = "tiny.en",
+        *,
+        device: str = "cpu",
+        batch_size: int = 16,
+        mode: str = "batched",
+        cache_dir: Path | None = None,
+        vad: bool = True,
+        vectorised_rules: bool = True,
+        transcribe_options: dict[str, Any] | None = None,
+    ) -> None:
+        if mode not in ("batched", "sequential"):
+            raise ValueError(f"unknown mode {mode!r}")
+        self.model_name = model
+        self.device = device
+        self.batch_size = max(1, batch_size)
+        self.mode = mode
+        self.name = "openai-whisper" if mode == "sequential" else "openai-whisper-batched"
+        self.cache_dir = cache_dir or Path("var/models/openai-whisper")
+        self.vad = vad
+        self.vectorised_rules = vectorised_rules
+        self.transcribe_options = transcribe_options or {}
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    # --- loading -----------------------------------------------------------------------------------
+    @property
+    def fp16(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                import torch
+                import whisper
+
+                checkpoint = openai_checkpoint(self.model_name, self.cache_dir)
+                model = whisper.load_model(checkpoint, device=self.device)
+                heads = alignment_heads(checkpoint)
+                if heads:
+                    # The model's own cross-attention heads for word timing (load_model only knows named models).
+                    mask = torch.zeros(model.dims.n_text_layer, model.dims.n_text_head, dtype=torch.bool)
+                    for layer, head in heads:
+                        mask[layer, head] = True
+                    model.register_buffer("alignment_heads", mask.to_sparse().to(self.device), persistent=False)
+                self._model = model
+            return self._model
+
+    def warm_up(self) -> None:
+        self._load()
+        rng = np.random.default_rng(0)
+        noise = (rng.standard_normal(SAMPLE_RATE * 3) * 0.1).astype(np.float32)
+        if self.mode == "batched":
+            # Warm the batch shape too (allocation and kernel choice happen on the first call of a shape).
+            self._decode_windows(noise, [(0.0, 3.0)] * self.batch_size, word_timestamps=False)
+        else:
+            self.transcribe(noise)
+
+    # --- public ------------------------------------------------------------------------------------
+    def transcribe(
+        self, audio: np.ndarray, *, word_timestamps: bool = False, progress: Progress | None = None
+    ) -> list[Segment]:
+        if self.mode == "sequential":
+            return self._transcribe_sequential(audio, word_timestamps=word_timestamps, progress=progress)
+        duration = audio.size / SAMPLE_RATE
+        if self.vad:
+            windows = chunking.pack_windows(chunking.speech_regions(audio))
+        else:
+            windows = chunking.fixed_windows(duration)
+        segments: list[Segment] = []
+        for i in range(0, len(windows), self.batch_size):
+            batch = windows[i : i + self.batch_size]
+            segments.extend(self._decode_windows(audio, batch, word_timestamps=word_timestamps))
+            if progress is not None:
+                progress(batch[-1][1])
+        return segments
+
+    # --- sequential (baseline) -----------------------------------------------------------------------
+    def _transcribe_sequential(
+        self, audio: np.ndarray, *, word_timestamps: bool, progress: Progress | None
+    ) -> list[Segment]:
+        model = self._load()
+        result = model.transcribe(
+            audio, fp16=self.fp16, word_timestamps=word_timestamps, verbose=None, **self.transcribe_options
+        )
+        out = [_segment_from_dict(s) for s in result["segments"]]
+        if progress is not None:
+            progress(audio.size / SAMPLE_RATE)
+        return out
+
+    # --- batched -------------------------------------------------------------------------------------
+    def _mels(self, audio: np.ndarray, windows: Sequence[tuple[float, float]]) -> Any:
+        import torch
+        import whisper
+
+        model = self._load()
+        mels = []
+        for start, end in windows:
+            piece = audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
+            # Pad with audio silence before the STFT (as transcribe() does), not with zeros in mel space.
+            mel = whisper.log_mel_spectrogram(
+                piece, model.dims.n_mels, padding=whisper.audio.N_SAMPLES, device=self.device
+            )
+            mels.append(mel[:, : whisper.audio.N_FRAMES])
+        batch = torch.stack(mels)
+        return batch.half() if self.fp16 else batch
+
+    def _run_task(self, mels: Any, temperature: float) -> list[Any]:
+        import torch
+        from whisper.decoding import DecodingOptions
+
+        from app.asr.engines.timestamp_rules import make_task
+
+        model = self._load()
+        english_only = not model.is_multilingual
+        options = DecodingOptions(
+            language="en" if english_only else None,
+            temperature=temperature,
+            without_timestamps=False,
+            fp16=self.fp16,
+        )
+        with torch.no_grad():
+            return list(make_task(model, options, vectorised=self.vectorised_rules).run(mels))
+
+    def _decode_windows(
+        self, audio: np.ndarray, windows: Sequence[tuple[float, float]], *, word_timestamps: bool
+    ) -> list[Segment]:
+        mels = self._mels(audio, windows)
+        results = self._run_task(mels, 0.0)
+        # Temperature fallback for windows that look like loops or garbage, like transcribe() does.
+        for temperature in FALLBACK_TEMPERATURES:
+            retry = [i for i, r in enumerate(results) if _needs_fallback(r)]
+            if not retry:
+                break
+            for i, r in zip(retry, self._run_task(mels[retry], temperature), strict=True):
+                results[i] = r
+        model = self._load()
+        from whisper.tokenizer import get_tokenizer
+
+        tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages, language="en")
+        out: list[Segment] = []
+        for (start, end), mel, result in zip(windows, mels, results, strict=True):
+            if result.no_speech_prob > hygiene.NO_SPEECH_MIN and result.avg_logprob < hygiene.LOGPROB_MIN:
+                continue  # the model agrees with itself that this window is silence
+            pieces = split_on_timestamps(list(result.tokens), tokenizer.timestamp_begin, end - start)
+            raw = [
+                {
+                    "seek": round(start * 100),
+                    "start": start + s,
+                    "end": start + e,
+                    "tokens": toks,
+                    "text": tokenizer.decode(toks).strip(),
+                }
+                for s, e, toks in pieces
+            ]
+            raw = [r for r in raw if r["text"]]
+            if word_timestamps and raw:
+                from whisper.timing import add_word_timestamps
+
+                add_word_timestamps(
+                    segments=raw,
+                    model=model,
+                    tokenizer=tokenizer,
+                    mel=mel,
+                    num_frames=round((end - start) * 100),
+                    last_speech_timestamp=start,
+                )
+            for r in raw:
+                r.update(
+                    avg_logprob=result.avg_logprob,
+                    compression_ratio=result.compression_ratio,
+                    no_speech_prob=result.no_speech_prob,
+                )
+                out.append(_segment_from_dict(r))
+        return out
+
+
+def _needs_fallback(result: Any) -> bool:
+    if result.no_speech_prob > hygiene.NO_SPEECH_MIN and result.avg_logprob < hygiene.LOGPROB_MIN:
+        return False  # silence: nothing to rescue
+    return bool(result.compression_ratio > hygiene.COMPRESSION_RATIO_MAX or result.avg_logprob < hygiene.LOGPROB_MIN)
+
+
+def split_on_timestamps(
+    tokens: list[int], timestamp_begin: int, window_seconds: float
+) -> list[tuple[float, float, list[int]]]:
+    """(start, end, text tokens) per segment from one window's tokens <|t0|> text <|t1|><|t1|> text <|t2|>.
+
+    Times are relative to the window and clamped to it; text after the last timestamp ends at the window end.
+    """
+    out: list[tuple[float, float, list[int]]] = []
+    current: list[int] = []
+    start: float | None = None
+    for token in tokens:
+        if token >= timestamp_begin:
+            t = min((token - timestamp_begin) * TIME_PRECISION, window_seconds)
+            if current:
+                out.append((start if start is not None else t, max(t, start or 0.0), current))
+                current = []
+            start = t
+        else:
+            current.append(token)
+    if current:
+        out.append((start or 0.0, window_seconds, current))
+    return out
+
+
+def _segment_from_dict(s: dict[str, Any]) -> Segment:
+    words = tuple(
+        Word(start=float(w["start"]), end=float(w["end"]), word=w["word"], probability=float(w["probability"]))
+        for w in s.get("words") or ()
+    )
+    return Segment(
+        start=float(s["start"]),
+        end=float(s["end"]),
+        text=str(s["text"]).strip(),
+        words=words,
+        avg_logprob=s.get("avg_logprob"),
+        compression_ratio=s.get("compression_ratio"),
+        no_speech_prob=s.get("no_speech_prob"),
+    )

@@ -1,0 +1,104 @@
+"""Choosing an engine: CUDA visible -> openai-whisper torch engine, batched; else faster-whisper on CPU.
+
+Settings asr_engine / asr_model / asr_device / asr_compute_type / asr_batch_size override the choice.
+Engines are cached per configuration: a worker loads its model once.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+from app.asr.engines.base import Engine
+
+if TYPE_CHECKING:
+    from app.config import Settings
+
+# Names the CLI/bench accept; the setting value "openai-whisper" means the batched torch engine.
+ENGINES = ("faster-whisper", "faster-whisper-sequential", "openai-whisper-batched", "openai-whisper-sequential")
+_ALIASES = {"openai-whisper": "openai-whisper-batched", "torch": "openai-whisper-batched"}
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    engine: str
+    model: str
+    device: str
+    compute_type: str
+    batch_size: int
+    cache_dir: str
+
+
+def cuda_available() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def resolve(
+    settings: Settings | None = None,
+    *,
+    engine: str | None = None,
+    model: str | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+) -> EngineSpec:
+    if settings is None:
+        from app.config import get_settings  # lazy: the GPU bench runs without the service's dependencies
+
+        settings = get_settings()
+    s = settings
+    dev = device or s.asr_device
+    if dev == "auto":
+        dev = "cuda" if cuda_available() else "cpu"
+    name = engine or s.asr_engine
+    if name == "auto":
+        # ctranslate2 on the GPU machine needs CUDA 12 libraries that are often missing; torch's work anywhere.
+        name = "openai-whisper-batched" if dev.startswith("cuda") else "faster-whisper"
+    name = _ALIASES.get(name, name)
+    if name not in ENGINES:
+        raise ValueError(f"unknown ASR engine {name!r} (choose from {', '.join(ENGINES)})")
+    compute_type = s.asr_compute_type
+    if dev.startswith("cuda") and compute_type == "int8":
+        compute_type = "int8_float16"  # int8 weights, fp16 activations: the fast CUDA path
+    return EngineSpec(
+        engine=name,
+        model=model or s.asr_model,
+        device=dev,
+        compute_type=compute_type,
+        batch_size=batch_size or s.asr_batch_size,
+        cache_dir=str(s.models_dir / "openai-whisper"),
+    )
+
+
+def build(spec: EngineSpec) -> Engine:
+    from pathlib import Path
+
+    if spec.engine.startswith("faster-whisper"):
+        from app.asr.engines.faster import FasterWhisperEngine
+
+        batch = 1 if spec.engine == "faster-whisper-sequential" else spec.batch_size
+        return FasterWhisperEngine(spec.model, device=spec.device, compute_type=spec.compute_type, batch_size=batch)
+    from app.asr.engines.openai import OpenAIWhisperEngine
+
+    mode = "sequential" if spec.engine == "openai-whisper-sequential" else "batched"
+    return OpenAIWhisperEngine(
+        spec.model, device=spec.device, batch_size=spec.batch_size, mode=mode, cache_dir=Path(spec.cache_dir)
+    )
+
+
+@lru_cache(maxsize=4)
+def _cached(spec: EngineSpec) -> Engine:
+    return build(spec)
+
+
+def get_engine(settings: Settings | None = None, **overrides: object) -> Engine:
+    """The engine for these settings (cached: the model loads once per process)."""
+    spec = resolve(settings, **overrides)  # type: ignore[arg-type]
+    with _lock:
+        return _cached(spec)

@@ -1,0 +1,196 @@
+"""Cut a timed transcript into candidate insight passages of 1–3 sentences.
+
+Pipeline: sentences (pysbd, timed) -> blocks -> drop blocks that frame the show or sell something -> keep
+sentences that read like claims -> group runs of kept sentences into passages -> score each passage.
+
+A *block* is a stretch of segments no sentence crosses. For publisher transcripts that is one speaker turn; for
+Whisper output it is one or a few acoustic segments. Whole-block decisions matter for sponsor reads: only some
+sentences of an ad carry its tell-tale signs (a web address, a code, an offer), the rest describe the product
+like any claim would, so the verdict of the telling sentences is spread to their block and to neighbouring
+blocks that are clearly part of the same read (same brand name, or sandwiched between two ad blocks).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.text.features import (
+    PERSONAL,
+    SentenceFeatures,
+    ad_score,
+    claim_score,
+    features,
+    substance,
+)
+from app.text.sentences import Sentence, TimedText, split_segments
+
+MAX_SENTENCES = 3
+MAX_WORDS = 100
+MIN_WORDS = 14
+KEEP_SENTENCE = 0.4  # a sentence below this is talk around a claim
+KEEP_PASSAGE = 0.6  # word-weighted mean claim score a passage needs
+AD_BLOCK = 0.5  # ad evidence that makes a sentence (or a whole speaker turn) part of a sponsor read
+SMALL_BLOCK = 5  # blocks up to this many sentences are dropped whole when they frame the show
+
+_CAPWORD = re.compile(r"\b[A-Z][a-z]{2,}\b")
+_COMMON_CAPS = {"the", "this", "that", "and", "but", "for", "with", "our", "their", "its", "they", "there"}
+
+
+@dataclass(frozen=True)
+class Passage:
+    text: str
+    start: float
+    end: float
+    substance: float
+    claim: float
+    first_sentence: int
+    last_sentence: int
+
+
+def _blocks(sentences: Sequence[Sentence]) -> list[list[int]]:
+    blocks: list[list[int]] = []
+    last_seg = -1
+    for i, s in enumerate(sentences):
+        if not blocks or s.first_segment > last_seg:
+            blocks.append([i])
+        else:
+            blocks[-1].append(i)
+        last_seg = max(last_seg, s.last_segment)
+    return blocks
+
+
+_URL_NAME = re.compile(r"\b([A-Za-z][A-Za-z0-9]{2,})\s*(?:\.|\bdot\b)\s*(?:com|org|net|io|co|ai|app|fm)\b", re.I)
+SPREAD = 4  # how many sentences around a telling ad sentence can belong to the same read
+
+
+def _brand_names(texts: Sequence[str]) -> set[str]:
+    """Names an ad repeats: capitalised words not at a sentence start, and the name in a web address read aloud."""
+    names: set[str] = set()
+    for t in texts:
+        for m in _CAPWORD.finditer(t):
+            w = m.group(0)
+            if m.start() > 0 and w.lower() not in _COMMON_CAPS and w.lower() not in PERSONAL:
+                names.add(w.lower())
+        names.update(m.group(1).lower() for m in _URL_NAME.finditer(t))
+    return names
+
+
+def _mentions(text: str, names: set[str]) -> bool:
+    return bool(names) and any(w.lower().strip("'s") in names for w in re.findall(r"[A-Za-z0-9']+", text))
+
+
+def _ad_sentences(
+    sentences: Sequence[Sentence],
+    feats: Sequence[SentenceFeatures],
+    blocks: Sequence[list[int]],
+    ad_sim: Sequence[float] | None,
+) -> list[bool]:
+    """Which sentences belong to a sponsor read.
+
+    Seeds are sentences with ad evidence. A block that is one transcript segment is a speaker turn (publisher
+    transcripts): a seed condemns the whole turn. A block merged from several segments is Whisper output with no
+    turns, so the read is recovered around each seed instead: neighbours within SPREAD sentences that name the
+    advertised brand, carry any ad evidence, or sit right next to a seed or between two ad sentences.
+    """
+    n = len(sentences)
+    evidence = [ad_score(f) + (max(0.0, ad_sim[i]) if ad_sim is not None else 0.0) for i, f in enumerate(feats)]
+    is_ad = [False] * n
+    for block in blocks:
+        single_turn = sentences[block[0]].first_segment == sentences[block[-1]].last_segment
+        if single_turn and sum(evidence[i] for i in block) >= AD_BLOCK:
+            for i in block:
+                is_ad[i] = True
+    seeds = [i for i in range(n) if evidence[i] >= AD_BLOCK]
+    for i in seeds:
+        is_ad[i] = True
+    names = _brand_names([sentences[i].text for i in range(n) if is_ad[i]])
+    for i in seeds:
+        for j in range(max(0, i - SPREAD), min(n, i + SPREAD + 1)):
+            if is_ad[j] or feats[j].question or feats[j].frame:
+                continue
+            if abs(j - i) == 1 or evidence[j] > 0 or _mentions(sentences[j].text, names):
+                is_ad[j] = True
+    # Fill gaps: a sentence between two ad sentences (within two) is part of the same read.
+    ad_idx = [i for i in range(n) if is_ad[i]]
+    for a, b in itertools.pairwise(ad_idx):
+        if 1 < b - a <= 3:
+            for j in range(a + 1, b):
+                is_ad[j] = True
+    return is_ad
+
+
+def _chunks(run: list[int], sentences: Sequence[Sentence], feats: Sequence[SentenceFeatures]) -> list[list[int]]:
+    """Group a run of kept sentences into passages of at most 3 sentences / ~100 words.
+
+    A sentence that leans on the one before ("That means ...") stays with it rather than open a passage.
+    """
+    chunks: list[list[int]] = []
+    for i in run:
+        if chunks:
+            cur = chunks[-1]
+            words = sum(feats[j].words for j in cur) + feats[i].words
+            fits = len(cur) < MAX_SENTENCES and words <= MAX_WORDS
+            if fits or (feats[i].dangling and len(cur) < MAX_SENTENCES):
+                cur.append(i)
+                continue
+        chunks.append([i])
+    # Rebalance a lone trailing sentence that does not stand alone onto its predecessor chunk.
+    if len(chunks) >= 2 and len(chunks[-1]) == 1 and feats[chunks[-1][0]].dangling:
+        chunks[-2].extend(chunks.pop())
+    return chunks
+
+
+def extract_passages(segments: Sequence[TimedText], *, ad_sim: Sequence[float] | None = None) -> list[Passage]:
+    """Candidate insights of a transcript, in order. `ad_sim`: optional extra ad evidence per sentence."""
+    sentences = split_segments(segments)
+    if not sentences:
+        return []
+    feats = [features(s.text) for s in sentences]
+    claims = [claim_score(f) for f in feats]
+    blocks = _blocks(sentences)
+    is_ad = _ad_sentences(sentences, feats, blocks, ad_sim)
+
+    out: list[Passage] = []
+    for block in blocks:
+        framed = [feats[i].frame for i in block]
+        if any(framed) and len(block) <= SMALL_BLOCK:
+            continue  # an intro, outro or break turn
+        keep = [
+            claims[i] >= KEEP_SENTENCE and not feats[i].question and not is_ad[i] and not feats[i].frame for i in block
+        ]
+        runs: list[list[int]] = []
+        prev_kept = False
+        for i, k in zip(block, keep, strict=True):
+            if k:
+                if prev_kept:
+                    runs[-1].append(i)
+                else:
+                    runs.append([i])
+            prev_kept = k
+        for run in runs:
+            for chunk in _chunks(run, sentences, feats):
+                words = sum(feats[i].words for i in chunk)
+                if words < MIN_WORDS:
+                    continue
+                claim = sum(claims[i] * feats[i].words for i in chunk) / words
+                # A passage opening on a reference to something we did not keep cannot stand alone.
+                if feats[chunk[0]].dangling:
+                    claim -= 0.2
+                if claim < KEEP_PASSAGE:
+                    continue
+                subst = sum(substance(feats[i]) * feats[i].words for i in chunk) / words
+                out.append(
+                    Passage(
+                        text=" ".join(sentences[i].text for i in chunk),
+                        start=sentences[chunk[0]].start,
+                        end=sentences[chunk[-1]].end,
+                        substance=round(min(1.0, 0.5 * subst + 0.5 * claim), 4),
+                        claim=round(claim, 4),
+                        first_sentence=chunk[0],
+                        last_sentence=chunk[-1],
+                    )
+                )
+    return out

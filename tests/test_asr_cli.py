@@ -1,0 +1,73 @@
+"""`podbrief transcribe FILE` and `podbrief bench transcribe ... --json` through the real CLI parser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from app.asr import select
+from app.cli import main
+
+SPEECH = Path(__file__).parent / "data" / "speech"
+CLIP = SPEECH / "sense_and_sensibility_01_austen_64kb-0930.wav"  # 3.3 s
+
+
+def test_engine_choice_follows_device_and_settings(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from app.config import reset_settings
+
+    monkeypatch.setattr(select, "cuda_available", lambda: False)
+    assert select.resolve().engine == "faster-whisper"
+    monkeypatch.setattr(select, "cuda_available", lambda: True)
+    spec = select.resolve()
+    assert spec.engine == "openai-whisper-batched" and spec.device == "cuda"
+    monkeypatch.setenv("PODBRIEF_ASR_ENGINE", "faster-whisper")
+    monkeypatch.setenv("PODBRIEF_ASR_BATCH_SIZE", "4")
+    reset_settings()
+    spec = select.resolve()
+    assert spec.engine == "faster-whisper" and spec.batch_size == 4 and spec.compute_type == "int8_float16"
+    monkeypatch.setenv("PODBRIEF_ASR_ENGINE", "openai-whisper")
+    monkeypatch.setenv("PODBRIEF_ASR_DEVICE", "cpu")
+    reset_settings()
+    spec = select.resolve()
+    assert spec.engine == "openai-whisper-batched" and spec.device == "cpu"
+    assert spec.cache_dir.startswith(str(env))
+    with pytest.raises(ValueError):
+        select.resolve(engine="whisper.cpp")
+
+
+@pytest.mark.slow
+def test_transcribe_command_prints_timed_segments(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["transcribe", str(CLIP), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("[0:00:0") and "-> 0:00:0" in out
+    assert "amiable himself" in out
+
+
+@pytest.mark.slow
+def test_bench_transcribe_prints_one_json_object(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        ["bench", "transcribe", "--audio", str(CLIP), "--device", "cpu", "--engines", "faster-whisper", "--json"]
+    )
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["baseline"] == "openai-whisper"
+    assert set(report["engines"]) == {"openai-whisper", "faster-whisper"}  # the baseline always runs
+    assert report["audio_seconds"] == pytest.approx(3.29, abs=0.05)
+    for entry in report["engines"].values():
+        assert entry["wall_seconds"] > 0 and entry["rtf_x"] > 0
+        assert 0.0 <= entry["wer"] <= 0.2
+    assert report["speedup_vs_baseline"]["openai-whisper"] == 1.0
+    assert report["speedup_vs_baseline"]["faster-whisper"] > 0
+
+
+def test_duration_cap_refused_by_the_command(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.config import reset_settings
+
+    monkeypatch.setenv("PODBRIEF_ASR_MAX_AUDIO_SECONDS", "2")
+    reset_settings()
+    assert main(["transcribe", str(CLIP), "--no-progress"]) == 1
+    assert "over the 2 s limit" in capsys.readouterr().err
