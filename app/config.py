@@ -125,7 +125,7 @@ class Settings(BaseSettings):
             return self.broker_url
         if self.redis_url:
             return self.redis_url
-        return "filesystem://"
+        return "filesystem://localhost/"
 
     @property
     def models_dir(self) -> Path:

@@ -15,7 +15,9 @@ import datetime as dt
 import json
 import os
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,6 +99,59 @@ def seed(db_path: Path, n_insights: int, n_users: int, per_episode: int = 20) ->
     return {"db": str(db_path), "url": url, "insights": n_insights, "users": n_users, "keys": keys}
 
 
+def cpu(db_path: Path, keys_lua: Path, n: int) -> dict[str, float]:
+    """CPU ms per request of the app itself, in-process (no HTTP server, no client): what each request costs
+    whatever else the machine is doing. Includes a bare route added to the same app as the framework floor."""
+    import asyncio
+    import re
+    import time
+
+    os.environ["DATABASE_URL"] = f"sqlite:///{db_path}"
+    os.environ.setdefault("PODBRIEF_VAR_DIR", str(db_path.parent / "var"))
+    os.environ["PODBRIEF_API_RATE_PER_SECOND"] = os.environ["PODBRIEF_API_BURST"] = "1000000"
+    from fastapi import Response
+
+    from app import config
+    from app.web.app import create_app
+
+    config.reset_settings()
+    app = create_app()
+
+    @app.get("/_floor", include_in_schema=False)
+    async def floor() -> Response:
+        return Response(b"{}", media_type="application/json")
+
+    key = re.findall(r'pb_[^"]*', keys_lua.read_text())[0]
+
+    async def run(path: str) -> float:
+        p, _, qs = path.partition("?")
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+            "path": p, "raw_path": p.encode(), "query_string": qs.encode(), "root_path": "",
+            "headers": [(b"host", b"bench"), (b"authorization", f"Bearer {key}".encode())],
+            "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+        }  # fmt: skip
+        status: list[int] = []
+
+        async def receive() -> MutableMapping[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+
+        for _ in range(20):  # warm: index, model, caches
+            await app(dict(scope), receive, send)
+        start = time.process_time()
+        for _ in range(n):
+            await app(dict(scope), receive, send)
+        assert set(status) == {200}, set(status)
+        return (time.process_time() - start) / n * 1000
+
+    paths = ["/_floor", "/api/v1/briefs/today", "/api/v1/insights?q=how%20does%20sleep%20help%20memory"]
+    return {path: round(asyncio.run(run(path)), 3) for path in paths}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -105,7 +160,14 @@ def main() -> int:
     p.add_argument("--insights", type=int, default=20000)
     p.add_argument("--users", type=int, default=50)
     p.add_argument("--lua", type=Path, help="also write a wrk Lua file with the keys")
+    p = sub.add_parser("cpu", help="CPU ms per request in-process (run `seed` first)")
+    p.add_argument("--db", type=Path, required=True)
+    p.add_argument("--lua", type=Path, required=True)
+    p.add_argument("-n", type=int, default=1000)
     args = parser.parse_args()
+    if args.cmd == "cpu":
+        print(json.dumps({"cpu_ms_per_request": cpu(args.db.resolve(), args.lua, args.n)}))
+        return 0
     info = seed(args.db, args.insights, args.users)
     if args.lua:
         args.lua.write_text(lua_for(info["keys"]))  # type: ignore[arg-type]

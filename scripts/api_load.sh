@@ -39,8 +39,16 @@ cpu_ticks() {  # utime+stime of the server and its worker processes
 }
 
 for URL in "/api/v1/briefs/today" "/api/v1/insights?q=how%20does%20sleep%20help%20memory"; do
-  # Warm: loads the vector index and the query's embedding (the model-bound part, then LRU-cached).
-  curl -sf -o /dev/null -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT$URL" --max-time 120
+  # Warm every worker: loads the vector index and the query's embedding (the model-bound part, then
+  # LRU-cached per process). Concurrent requests so that each uvicorn worker gets some.
+  for _ in 1 2 3; do
+    pids=()
+    for _ in $(seq 1 $((WORKERS * 4))); do
+      curl -s -o /dev/null -H "Authorization: Bearer $KEY" "http://127.0.0.1:$PORT$URL" --max-time 120 &
+      pids+=($!)
+    done
+    wait "${pids[@]}"  # only the curls: a bare `wait` would also wait for the server
+  done
   before=$(cpu_ticks)
   result=$(wrk -t1 -c"$CONNS" -d"$DURATION" -s "$DIR/keys.lua" "http://127.0.0.1:$PORT$URL" | tail -1)
   after=$(cpu_ticks)

@@ -25,7 +25,7 @@ def demo_feed_server() -> Iterator[str]:
     state: dict[str, str] = {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        def do_GET(self) -> None:
             if self.path == "/demo/feed.xml":
                 body = feed_xml(state["base"]).encode()
                 ctype = "application/rss+xml"

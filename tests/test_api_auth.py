@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Any
 
 import pytest
 from sqlalchemy import String, Text, select
@@ -13,7 +14,7 @@ from app.db import Base
 from app.models import ApiKey
 from app.web.api.keys import authenticate, create_api_key, revoke_api_key, split_key
 from app.web.api.ratelimit import MemoryLimiter, RedisLimiter
-from tests.test_api_support import Api, api, make_api, seed_user  # noqa: F401  (fixture)
+from tests.test_api_support import Api, api_fixture, make_api, seed_user  # noqa: F401  (fixture `api`)
 
 
 def test_key_format_and_storage(db_url: str) -> None:
@@ -48,6 +49,7 @@ def test_bearer_auth_accepts_only_the_exact_live_key(api: Api) -> None:
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+@pytest.mark.pg
 def test_revoked_key_is_refused_and_only_the_owner_can_revoke(api: Api) -> None:
     api.user("alice")
     api.user("bob")
@@ -149,3 +151,35 @@ def test_redis_bucket_is_shared_between_limiters() -> None:
 def test_redis_outage_fails_open() -> None:
     limiter = RedisLimiter("redis://127.0.0.1:1/0", rate=1, burst=1)
     assert limiter.take("k") == 0.0
+
+
+@pytest.mark.pg
+def test_loop_reader_returns_what_sqlalchemy_returns(db_url: str) -> None:
+    """The raw-cursor reader (fastread) converts values exactly as Connection.execute does."""
+    import datetime as dt
+
+    from app.models import Brief, utcnow
+    from app.web.api.deps import LoopReader
+    from app.web.api.keys import _LOOKUP
+    from app.web.api.routes_briefs import _HEAD
+
+    uid, key = seed_user(db_url, "alice")
+    day = dt.date(2026, 11, 26)
+    with db.session_scope(db_url) as s:
+        s.add(Brief(user_id=uid, local_date=day))
+        row = s.scalars(select(ApiKey)).one()
+        row.last_used_at = row.revoked_at = utcnow()
+    reader = LoopReader(db_url)
+    cases: list[tuple[Any, dict[str, Any]]] = [
+        (_LOOKUP, {"prefix": key.split("_")[1]}),
+        (_HEAD, {"user_id": uid, "local_date": day}),
+    ]
+    with db.get_engine(db_url).connect() as conn:
+        for stmt, params in cases:
+            expected = conn.execute(stmt, params).first()
+            got = reader.first(stmt, params)
+            assert expected is not None and tuple(got) == tuple(expected)
+            assert all(getattr(got, k) == getattr(expected, k) for k in expected._fields)
+        assert reader.first(_HEAD, {"user_id": uid, "local_date": day + dt.timedelta(days=1)}) is None
+    assert isinstance(reader.first(_LOOKUP, cases[0][1]).revoked_at, dt.datetime)
+    reader.close()

@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app import db
 from app.models import Feedback, Subscription, User
-from tests.test_api_support import Api, add_brief, add_episode, api, make_api  # noqa: F401  (fixture)
+from tests.test_api_support import Api, add_brief, add_episode, api_fixture, make_api  # noqa: F401  (fixture `api`)
 
 BOMB = b"""<?xml version="1.0"?>
 <!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;">]>
@@ -26,12 +26,13 @@ def enqueued(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+@pytest.mark.pg
 def test_insights_filters_and_cursor_pagination(api: Api) -> None:
     api.user("alice")
-    p1, e1, ids1 = add_episode(
+    _, e1, ids1 = add_episode(
         api.db_url, [f"one {i}" for i in range(5)], published=dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
     )
-    p2, e2, ids2 = add_episode(
+    p2, _, ids2 = add_episode(
         api.db_url, [f"two {i}" for i in range(4)], title="Other", published=dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
     )
     seen: list[int] = []
@@ -93,6 +94,7 @@ def test_insight_with_related_and_feedback(api: Api) -> None:
         assert [(f.user_id, f.insight_id, f.kind) for f in rows] == [(api.users["alice"], ids[2], "less")]
 
 
+@pytest.mark.pg
 def test_briefs_are_private_and_today_uses_the_users_time_zone(api: Api) -> None:
     api.user("alice", timezone="Pacific/Kiritimati")  # UTC+14: "today" is often tomorrow in UTC
     api.user("bob")
@@ -116,6 +118,7 @@ def test_briefs_are_private_and_today_uses_the_users_time_zone(api: Api) -> None
     assert api.client.get(f"/api/v1/briefs/{kiritimati.isoformat()}", headers=api.h("alice")).status_code == 200
 
 
+@pytest.mark.pg
 def test_me_get_patch_validates_and_etag_changes(api: Api) -> None:
     api.user("alice")
     api.user("bob")
@@ -143,6 +146,7 @@ def test_me_get_patch_validates_and_etag_changes(api: Api) -> None:
         assert bob is not None and bob.timezone == "UTC" and bob.interests == ""
 
 
+@pytest.mark.pg
 def test_subscribe_validates_url_commits_then_enqueues(api: Api, enqueued: list[int]) -> None:
     api.user("alice")
     api.user("bob")
@@ -248,3 +252,25 @@ def test_openapi_declares_errors_and_security(api: Api) -> None:
         assert op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
         assert op.get("security"), (method, path)
     assert api.client.get("/docs").status_code == 200
+
+
+@pytest.mark.pg
+def test_many_concurrent_requests_finish(api: Api) -> None:
+    """More requests in flight than the connection pool holds (15): the hot async reads use the loop's own
+    connection and sessions come and go on worker threads, so nothing waits on the loop for a connection."""
+    import asyncio
+
+    import httpx
+
+    api.user("alice")
+    _, _, ids = add_episode(api.db_url, ["sleep improves memory", "rates"])
+    add_brief(api.db_url, api.users["alice"], dt.datetime.now(dt.UTC).date(), ids)
+    paths = ["/api/v1/briefs/today", "/api/v1/me", "/api/v1/insights?q=sleep", f"/api/v1/insights/{ids[0]}"] * 15
+
+    async def main() -> list[int]:
+        transport = httpx.ASGITransport(app=api.client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t", headers=api.h("alice")) as client:
+            responses = await asyncio.wait_for(asyncio.gather(*(client.get(p) for p in paths)), timeout=60)
+        return [r.status_code for r in responses]
+
+    assert asyncio.run(main()) == [200] * len(paths)

@@ -62,7 +62,7 @@ uvicorn.run("app.web.main:app", host="127.0.0.1", port={port}, log_level="warnin
 def test_schemathesis_all_checks_pass(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     alice = seed_user(db_url, "alice")
     bob = seed_user(db_url, "bob")
-    pid, eid, ids = add_episode(db_url, ["sleep helps memory", "rates move house prices", "memory and sleep"])
+    _, _, ids = add_episode(db_url, ["sleep helps memory", "rates move house prices", "memory and sleep"])
     add_episode(db_url, ["a second show about markets"], title="Other")
     add_brief(db_url, alice[0], dt.datetime.now(dt.UTC).date(), ids[:2])
     add_brief(db_url, bob[0], dt.datetime.now(dt.UTC).date(), ids[2:])

@@ -35,7 +35,7 @@ def test_index_matches_brute_force_and_loads_incrementally(db_url: str) -> None:
         index.refresh(s)
         assert index.version == version + 1 and index.snapshot().size == 60
         rows = [
-            (iid, pid, encoder.from_blob(blob))
+            (iid, pid, encoder.from_blob(blob or b""))
             for iid, pid, blob in s.execute(
                 select(Insight.id, Insight.episode_id, Insight.embedding).order_by(Insight.id)
             ).all()

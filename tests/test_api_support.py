@@ -134,8 +134,9 @@ def make_api(db_url: str, monkeypatch: pytest.MonkeyPatch, **settings: str) -> A
     return Api(db_url=db_url, client=TestClient(create_app()))
 
 
-@pytest.fixture
-def api(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+@pytest.fixture(name="api")
+def api_fixture(db_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
+    """An app client with generous rate limits; import `api_fixture` to use it as the `api` fixture."""
     a = make_api(db_url, monkeypatch, rate_per_second="1000", burst="1000")
     yield a
     a.client.close()

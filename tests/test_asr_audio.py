@@ -97,3 +97,23 @@ def test_energy_vad_finds_speech_bursts_and_windows_pack_under_30s() -> None:
     windows = pack_windows(regions)
     assert len(windows) == 2 and all(e - s <= 30.0 for s, e in windows)
     assert fixed_windows(65.0) == [(0.0, 30.0), (30.0, 60.0), (60.0, 65.0)]
+
+
+def test_wav_reader_used_where_pyav_is_missing(tmp_path: Path) -> None:
+    """The bare GPU machine has no PyAV: 16 kHz WAV is read with the standard library."""
+    import wave
+
+    from app.asr import audio as audio_module
+
+    path = tmp_path / "a.wav"
+    samples = (np.sin(np.arange(SAMPLE_RATE) / 10) * 10000).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SAMPLE_RATE)
+        w.writeframes(samples.tobytes())
+    out = audio_module._load_wav(path, None)
+    np.testing.assert_allclose(out, samples / 32768.0, atol=1e-6)
+    assert audio_module._wav_duration(path) == 1.0
+    with pytest.raises(PermanentError):
+        audio_module._load_wav(path, 0.5)

@@ -20,9 +20,9 @@ from sqlalchemy import select
 
 from app import config, smtp_sink
 from app.db import session_scope
+from app.delivery import Outcome, send_delivery
 from app.ml.encoder import to_blob
 from app.models import Brief, BriefItem, Episode, EpisodeStatus, Insight, Podcast, Subscription, User
-from app.delivery import Outcome, send_delivery
 from app.pipeline import mail
 from tests.test_mail_support import Queue, body, link, read_mails, unit
 

@@ -21,6 +21,7 @@ from sqlalchemy import func, select
 
 from app.db import session_scope
 from app.demo import DEMO_INTERESTS
+from app.demo_seed import demo_episodes_settled
 from app.models import Brief, Delivery, DeliveryStatus, Episode, EpisodeStatus, Podcast, User, utcnow
 from app.pipeline import feeds
 from tests import procs
@@ -87,8 +88,6 @@ def test_feed_to_inbox_with_real_worker_and_beat(
     with procs.demo_feed_server() as feed_base:
         with session_scope() as session:
             podcast = feeds.subscribe(session, f"{feed_base}/demo/feed.xml")
-            session.add(User(email="reader@example.com", interests=DEMO_INTERESTS, timezone="UTC",
-                             delivery_hour=0, confirmed_at=utcnow(), token=secrets.token_urlsafe(16)))
             session.flush()
             podcast_id = podcast.id
 
@@ -98,7 +97,13 @@ def test_feed_to_inbox_with_real_worker_and_beat(
         worker = procs.worker(envv, logs)
         beat = procs.beat(envv, logs)
         try:
-            procs.wait_for(lambda: len(list(mail_dir.glob("*.eml"))) >= 1, 600, "the brief email", [worker, beat])
+            # Beat finds the new feed, the worker takes each episode through every stage...
+            procs.wait_for(lambda: demo_episodes_settled(podcast_id), 600, "all episodes processed", [worker, beat])
+            # ...then a reader whose delivery hour has come gets the brief from beat's next tick.
+            with session_scope() as session:
+                session.add(User(email="reader@example.com", interests=DEMO_INTERESTS, timezone="UTC",
+                                 delivery_hour=0, confirmed_at=utcnow(), token=secrets.token_urlsafe(16)))
+            procs.wait_for(lambda: len(list(mail_dir.glob("*.eml"))) >= 1, 120, "the brief email", [worker, beat])
             # A few more beat ticks: nothing is sent twice.
             time.sleep(8)
         finally:

@@ -58,7 +58,7 @@ def test_podbrief_run_delivers_the_demo_brief(env: Path, tmp_path: Path) -> None
             assert proc.poll() is None, tail()
             assert time.monotonic() < deadline, "healthz never answered 200\n" + tail()
             time.sleep(0.5)
-        status, body = _get(f"{base}/healthz")
+        _, body = _get(f"{base}/healthz")
         assert json.loads(body)["database"] is True
 
         deadline = time.monotonic() + 600

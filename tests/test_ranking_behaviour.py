@@ -89,12 +89,13 @@ def test_same_idea_on_several_shows_collapses_into_one_item() -> None:
     assert len(items) == 2
 
 
-def test_adjacent_passages_of_one_episode_are_one_thought() -> None:
-    # Two passages back to back (10 s each, no gap) and one a minute later, all on topic.
+def test_adjacent_passage_of_one_episode_comes_last() -> None:
+    # Two passages back to back (a long turn cut in two) and one a minute later, all equally on topic:
+    # the continuation of a chosen passage is only taken when nothing else is left.
     cat = catalogue(
         [(unit(0, 1, noise=1), 1, 1, 0.0), (unit(0, 2, noise=2), 1, 1, 10.5), (unit(0, 3, noise=3), 1, 1, 80.0)]
     )
-    [items] = rank_users(cat, [profile(0)])
+    [items] = rank_users(cat, [profile(0)], k=2)
     starts = sorted(float(cat.start[it.row]) for it in items)
     assert len(items) == 2 and starts[1] - starts[0] > 20
 

@@ -101,6 +101,10 @@ def transcribe(self: Task, episode_id: int) -> None:
         result = transcripts.run(job)
         with session_scope() as session:
             transcripts.store(session, job, result, owner=owner)
+    except transcripts.LeaseLost as exc:
+        # Our lease expired and another worker took the episode over: its result wins, ours is dropped.
+        log.warning("episode %s: %s", episode_id, exc.reason)
+        return
     except (TransientError, PermanentError) as exc:
         _retry_or_fail(self, episode_id, exc)
         return

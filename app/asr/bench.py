@@ -38,8 +38,23 @@ BENCH_ENGINES = {
     "faster-whisper-sequential": "faster-whisper-sequential",
     # openai-whisper's own per-row Python timestamp filter, to measure what the vectorised one buys (GPU).
     "openai-whisper-batched-looprules": "openai-whisper-batched",
+    # Variants of the production CPU engine, to show what each choice costs or buys.
+    "faster-whisper-beam2": "faster-whisper",
+    "faster-whisper-silero": "faster-whisper",
 }
-DEFAULT_ENGINES = (BASELINE, "openai-whisper-batched", "faster-whisper", "faster-whisper-sequential")
+# Attributes set on the built engine for the variants above.
+_VARIANTS: dict[str, dict[str, object]] = {
+    "openai-whisper-batched-looprules": {"vectorised_rules": False},
+    "faster-whisper-beam2": {"beam_size": 2},
+    "faster-whisper-silero": {"vad": "silero"},
+}
+DEFAULT_ENGINES = (
+    BASELINE,
+    "openai-whisper-batched",
+    "faster-whisper",
+    "faster-whisper-beam2",
+    "faster-whisper-sequential",
+)
 
 
 @dataclass
@@ -95,9 +110,9 @@ def make_engine(name: str, *, device: str, model: str, batch_size: int, compute_
         cache_dir=str(_default_cache_dir()),
     )
     engine = build(spec)
-    if name.endswith("-looprules"):
-        engine.vectorised_rules = False  # type: ignore[attr-defined]
-        engine.name = name
+    for attr, value in _VARIANTS.get(name, {}).items():
+        setattr(engine, attr, value)
+    engine.name = name
     return engine
 
 

@@ -93,10 +93,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                  settings.mail_dir)
 
     if settings.demo:
-        from app.demo_seed import seed_demo
+        from app.demo_seed import seed_demo_podcast, seed_user_when_ready
 
-        seed_demo()
-        log.info("demo podcast and demo user %s seeded", settings.demo_email)
+        seed_user_when_ready(seed_demo_podcast())
+        log.info("demo podcast seeded; the demo user %s is added once its episodes are processed",
+                 settings.demo_email)
 
     children: dict[str, subprocess.Popen[bytes]] = {}
     web = [sys.executable, "-m", "uvicorn", "app.web.main:app", "--host", settings.host, "--port", str(settings.port)]

@@ -39,8 +39,10 @@ W_MORE = 0.15
 W_LESS = 0.25
 W_LESS_SHOW = 0.3
 REL_FLOOR = 0.15  # below this an insight is not about anything the user asked for
+WEAK_TIER_BASE = 0.3
 TIER_MARGIN = 0.1  # items this close to the user's best match are "as relevant": diversity applies among them
 NEAR_DUP = 0.85  # cosine at which two passages say the same thing
+SAME_EPISODE_DUP = 0.95  # within one episode only a near-verbatim repeat is the same thing
 PENALTY_EPISODE_STEP = 0.03  # per item already chosen from the same episode
 PENALTY_EPISODE_CAP = 0.15  # once two items come from one episode
 PENALTY_SHOW = 0.04  # per item already chosen from the same show
@@ -73,7 +75,7 @@ def interest_phrases(text: str) -> list[str]:
     """Split free-text interests into phrases, whole text first.
 
     Commas, semicolons, "plus" and "as well as" separate wishes; "and" separates only when both sides have two
-    words or more ("brain and memory" stays one phrase, "how models get trained and what hardware they run on"
+    words or more ("how memory and learning work" stays one phrase, "how models get trained and what they run on"
     becomes two). The whole text stays as a phrase so wishes that only make sense together still count.
     """
     text = " ".join(text.split())
@@ -85,7 +87,7 @@ def interest_phrases(text: str) -> list[str]:
         if not part:
             continue
         sides = [_strip_lead(x) for x in _AND.split(part)]
-        if len(sides) > 1 and all(len(x.split()) >= 2 for x in sides):
+        if len(sides) > 1 and all(len(x.split()) >= 3 for x in sides):
             pieces.extend(sides)
         else:
             pieces.append(part)
@@ -342,7 +344,8 @@ def _select(pool: _Pool, u: int, prof: Profile, k: int) -> list[Item]:
         return []
     best_rel = max(r for r, a in zip(rl, alive, strict=True) if a)
     # Diversity may reorder items that are about equally relevant, never promote a clearly weaker match over
-    # a strong one: the strong tier is exhausted first, and the weak tier is taken in plain score order.
+    # a strong one: the strong tier is exhausted first. Within the weak tier relevance leads (substance and
+    # recency count WEAK_TIER_BASE as much): a weak match must not lose to a weaker one for being newer.
     strong = [r >= best_rel - TIER_MARGIN for r in rl]
     penalty = [0.0] * n
     per_episode: dict[int, int] = {}
@@ -351,7 +354,7 @@ def _select(pool: _Pool, u: int, prof: Profile, k: int) -> list[Item]:
         bi, best = -1, -1e30
         for j in range(n):
             if alive[j]:
-                eff = sc[j] - penalty[j] if strong[j] else sc[j] - 10.0
+                eff = sc[j] - penalty[j] if strong[j] else rl[j] + WEAK_TIER_BASE * (sc[j] - rl[j]) - 10.0
                 if eff > best:
                     bi, best = j, eff
         if bi < 0:
@@ -363,7 +366,7 @@ def _select(pool: _Pool, u: int, prof: Profile, k: int) -> list[Item]:
             row=pool.rows[u][bi],
             insight_id=pool.ids[u][bi],
             podcast=show,
-            score=sc[bi] - (penalty[bi] if strong[bi] else 0.0),
+            score=sc[bi] - penalty[bi] if strong[bi] else rl[bi] + WEAK_TIER_BASE * (sc[bi] - rl[bi]),
             relevance=rl[bi],
             phrase=prof.phrases[p_idx] if p_idx < len(prof.phrases) else "",
             shows={show},
@@ -374,11 +377,14 @@ def _select(pool: _Pool, u: int, prof: Profile, k: int) -> list[Item]:
         for j in range(n):
             if not alive[j]:
                 continue
-            if row_sim[j] >= NEAR_DUP:  # the same idea said elsewhere (any show) collapses into this item
+            # The same idea said in another episode (any show) collapses into this item. Within one episode
+            # passages on one subject are often this close yet say different things: only a repeat collapses.
+            if row_sim[j] >= (NEAR_DUP if eps[j] != e else SAME_EPISODE_DUP):
                 item.shows.add(shows[j])
                 alive[j] = False
             elif eps[j] == e:
-                # The passage right before/after it continues the same thought: never a separate item.
+                # The passage right before/after it continues the same thought (a long turn cut in two): never
+                # a separate item. (In ASR text it may be the next answer; missing one beats repeating one.)
                 if abs(starts[j] - ends[bi]) <= ADJACENT_SECONDS or abs(starts[bi] - ends[j]) <= ADJACENT_SECONDS:
                     alive[j] = False
                 penalty[j] += step

@@ -248,10 +248,23 @@ _DANGLING = re.compile(
 _HARD_DANGLING = re.compile(r"^(?:as (?:i|we|you) (?:said|mentioned)|like (?:i|we) said|as mentioned)", re.I)
 
 
+# Question word order, for transcripts that lose the question mark (ASR often does): a wh-word opening a clause
+# followed by an auxiliary ("..., what is actually eating ...") or an inverted auxiliary + subject ("does it").
+# Not "which": ", which is why ..." is how explanations continue.
+_QUESTION_FORM = re.compile(
+    r"(?:^|[,;:]\s*|\b(?:so|and|but|okay|ok|now)\s+)(?:what|which one|why|how|who|where)\s+(?:\w+\s+)?"
+    r"(?:is|are|was|were|do|does|did|should|would|could|can|will)\b"
+    r"|(?:^|[,;:]\s*|\b(?:so|and|but|okay|ok|now)\s+)(?:is|are|does|do|did|can|could|should|would|will)\s+"
+    r"(?:it|you|they|we|i|he|she|there|that|this|people|anyone|anything)\b",
+    re.IGNORECASE,
+)
+
+
 @dataclass(frozen=True)
 class SentenceFeatures:
     words: int
     question: bool
+    question_form: bool
     exclaim: bool
     filler_rate: float
     personal_rate: float
@@ -284,6 +297,7 @@ def features(text: str) -> SentenceFeatures:
     return SentenceFeatures(
         words=len(ws),
         question=text.rstrip().endswith("?"),
+        question_form=bool(_QUESTION_FORM.search(text)),
         exclaim=text.rstrip().endswith("!"),
         filler_rate=fillers / n,
         personal_rate=sum(w in PERSONAL for w in ws) / n,
@@ -314,6 +328,8 @@ def claim_score(f: SentenceFeatures) -> float:
     s -= 1.8 * f.filler_rate + 0.9 * f.personal_rate + 1.2 * f.self_rate + 0.8 * f.housekeeping_rate
     if f.question:
         s -= 0.6
+    elif f.question_form:
+        s -= 0.35
     if f.exclaim:
         s -= 0.25
     if f.hard_dangling:

@@ -122,6 +122,41 @@ def _ad_sentences(
     return is_ad
 
 
+_CONTINUATION_OPENERS = {
+    "driven",
+    "because",
+    "which",
+    "while",
+    "with",
+    "by",
+    "and",
+    "but",
+    "so",
+    "leading",
+    "making",
+    "meaning",
+    "due",
+    "thanks",
+    "as",
+    "than",
+    "until",
+    "unless",
+    "whereas",
+    "since",
+    "compared",
+    "rather",
+    "instead",
+}
+
+
+def _continuation(f: SentenceFeatures, text: str, ad: bool) -> bool:
+    words = text.split()
+    if ad or not words or f.question or f.question_form or f.frame or f.filler_rate > 0 or f.self_rate > 0:
+        return False
+    first = words[0].strip(",.;:").lower()
+    return f.words <= 12 and (words[0][:1].islower() or first in _CONTINUATION_OPENERS)
+
+
 def _chunks(run: list[int], sentences: Sequence[Sentence], feats: Sequence[SentenceFeatures]) -> list[list[int]]:
     """Group a run of kept sentences into passages of at most 3 sentences / ~100 words.
 
@@ -154,43 +189,81 @@ def extract_passages(segments: Sequence[TimedText], *, ad_sim: Sequence[float] |
     is_ad = _ad_sentences(sentences, feats, blocks, ad_sim)
 
     out: list[Passage] = []
+    n = len(sentences)
+    block_of = [0] * n
+    for b, block in enumerate(blocks):
+        for i in block:
+            block_of[i] = b
+    keep = [
+        claims[i] >= KEEP_SENTENCE and not feats[i].question and not is_ad[i] and not feats[i].frame for i in range(n)
+    ]
     for block in blocks:
-        framed = [feats[i].frame for i in block]
-        if any(framed) and len(block) <= SMALL_BLOCK:
-            continue  # an intro, outro or break turn
-        keep = [
-            claims[i] >= KEEP_SENTENCE and not feats[i].question and not is_ad[i] and not feats[i].frame for i in block
-        ]
-        runs: list[list[int]] = []
-        prev_kept = False
-        for i, k in zip(block, keep, strict=True):
-            if k:
-                if prev_kept:
-                    runs[-1].append(i)
-                else:
-                    runs.append([i])
-            prev_kept = k
-        for run in runs:
-            for chunk in _chunks(run, sentences, feats):
-                words = sum(feats[i].words for i in chunk)
-                if words < MIN_WORDS:
-                    continue
-                claim = sum(claims[i] * feats[i].words for i in chunk) / words
-                # A passage opening on a reference to something we did not keep cannot stand alone.
-                if feats[chunk[0]].dangling:
-                    claim -= 0.2
-                if claim < KEEP_PASSAGE:
-                    continue
-                subst = sum(substance(feats[i]) * feats[i].words for i in chunk) / words
-                out.append(
-                    Passage(
-                        text=" ".join(sentences[i].text for i in chunk),
-                        start=sentences[chunk[0]].start,
-                        end=sentences[chunk[-1]].end,
-                        substance=round(min(1.0, 0.5 * subst + 0.5 * claim), 4),
-                        claim=round(claim, 4),
-                        first_sentence=chunk[0],
-                        last_sentence=chunk[-1],
-                    )
+        if any(feats[i].frame for i in block) and len(block) <= SMALL_BLOCK:
+            for i in block:  # an intro, outro or break turn
+                keep[i] = False
+
+    def joins(i: int) -> bool:
+        """May sentence i continue a passage that sentence i-1 is in?
+
+        Within a block, yes. Across blocks only when both are one-sentence blocks: that is ASR output cut at
+        pauses (a publisher transcript's speaker turn is rarely a single sentence on both sides).
+        """
+        a, b = block_of[i - 1], block_of[i]
+        return a == b or (len(blocks[a]) == 1 and len(blocks[b]) == 1)
+
+    # A short fragment ASR split off the end of a kept claim ("... during the 2010s. Driven by huge
+    # manufacturing scale.") is kept with it rather than dropped for being short.
+    # It counts with its claim's score: a fragment is short by nature, not chatter.
+    def continues(i: int) -> bool:
+        # Across a block boundary only a lower-case start is a cut sentence; a capitalised "And ..." opens a turn.
+        same = block_of[i] == block_of[i - 1]
+        return _continuation(feats[i], sentences[i].text, is_ad[i]) and (same or sentences[i].text[:1].islower())
+
+    for i in range(1, n):
+        if keep[i - 1] and not keep[i] and continues(i):
+            keep[i] = True
+            claims[i] = max(claims[i], claims[i - 1])
+
+    def bridge(j: int) -> bool:
+        """A dropped sentence that does not end the thought: neither question, chatter, frame nor ad.
+
+        ASR garbles a sentence in the middle of an answer; the answer's two halves are still one passage,
+        not two (which a brief could send twice).
+        """
+        f = feats[j]
+        chatter = f.question or f.question_form or f.frame or f.exclaim or f.filler_rate > 0 or f.self_rate > 0
+        return not keep[j] and not is_ad[j] and not chatter and joins(j) and joins(j + 1)
+
+    runs: list[list[int]] = []
+    for i in range(n):
+        if not keep[i]:
+            continue
+        last = runs[-1][-1] if runs else -10
+        if (last == i - 1 and (joins(i) or continues(i))) or (last == i - 2 and bridge(i - 1)):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    for run in runs:
+        for chunk in _chunks(run, sentences, feats):
+            words = sum(feats[i].words for i in chunk)
+            if words < MIN_WORDS:
+                continue
+            claim = sum(claims[i] * feats[i].words for i in chunk) / words
+            # A passage opening on a reference to something we did not keep cannot stand alone.
+            if feats[chunk[0]].dangling:
+                claim -= 0.2
+            if claim < KEEP_PASSAGE:
+                continue
+            subst = sum(substance(feats[i]) * feats[i].words for i in chunk) / words
+            out.append(
+                Passage(
+                    text=" ".join(sentences[i].text for i in chunk),
+                    start=sentences[chunk[0]].start,
+                    end=sentences[chunk[-1]].end,
+                    substance=round(min(1.0, 0.5 * subst + 0.5 * claim), 4),
+                    claim=round(claim, 4),
+                    first_sentence=chunk[0],
+                    last_sentence=chunk[-1],
                 )
+            )
     return out

@@ -58,13 +58,32 @@ def split_text(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+_TERMINAL = (".", "!", "?", "…", '"', "'", ")")
+_NOT_A_START = {"I", "I'm", "I've", "I'd", "I'll"}
+
+
+def _implied_stop(text: str, following: str) -> bool:
+    """ASR segments often end a sentence without punctuation; the next one opening with a capital says so.
+
+    Whisper capitalises sentence starts, so "...instant return" + "Free money, I love..." is two sentences;
+    without the stop pysbd would run them together. "I" opens mid-sentence too often to count.
+    """
+    if not text or not following or text.endswith(_TERMINAL) or text.endswith((",", ";", ":", "-")):
+        return False
+    first = following.split()[0]
+    return first[:1].isupper() and first not in _NOT_A_START
+
+
 def split_segments(segments: Sequence[TimedText]) -> list[Sentence]:
     """Sentences of the joined segments, each with start/end seconds inside the segments it came from."""
     parts: list[str] = []
     offsets: list[tuple[int, int]] = []  # [start, end) of each segment's text in the joined string
     pos = 0
-    for seg in segments:
+    for k, seg in enumerate(segments):
         text = " ".join(seg.text.split())
+        nxt = segments[k + 1].text.strip() if k + 1 < len(segments) else ""
+        if _implied_stop(text, nxt):
+            text += "."
         offsets.append((pos, pos + len(text)))
         parts.append(text)
         pos += len(text) + 1

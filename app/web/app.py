@@ -19,10 +19,10 @@ log = logging.getLogger(__name__)
 
 def _error(status: int, code: str, message: str, detail: object = None) -> JSONResponse:
     """The one JSON error shape: {"error": {"code", "message", "detail"}}."""
-    body: dict[str, object] = {"error": {"code": code, "message": message}}
+    error: dict[str, object] = {"code": code, "message": message}
     if detail is not None:
-        body["error"] = {"code": code, "message": message, "detail": detail}  # type: ignore[dict-item]
-    return JSONResponse(body, status_code=status)
+        error["detail"] = detail
+    return JSONResponse({"error": error}, status_code=status)
 
 
 def broker_ok() -> bool:

@@ -1,9 +1,10 @@
 """faster-whisper (CTranslate2): the CPU engine, and the GPU engine on CUDA 12 machines.
 
-Batched (BatchedInferencePipeline, Silero VAD cuts the audio into <= 30 s windows decoded batch_size at a
-time) is ~3x faster than the sequential loop on 2 cores with the same WER (docs/benchmarks.md), and VAD also
-keeps text off silence. Greedy decoding (beam 1) like openai-whisper's transcribe(); no conditioning on the
-previous window, so one bad window can't derail the rest of a long episode.
+Batched (BatchedInferencePipeline over <= 30 s windows cut at pauses by app.asr.chunking, decoded batch_size
+at a time) is 2-3x faster than the sequential loop on 2 cores (docs/benchmarks.md), and decoding only speech
+windows keeps text off silence. Greedy decoding (beam 1) like openai-whisper's transcribe() by default; beam 2
+buys back the ~1 point of WER int8 weights lose for ~11% more CPU. No conditioning on the previous window, so
+one bad window can't derail the rest of a long episode.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from app.asr import chunking
 from app.asr.audio import SAMPLE_RATE
 from app.asr.engines.base import Progress
 from app.asr.types import Segment, Word
@@ -36,14 +38,18 @@ class FasterWhisperEngine:
         compute_type: str = "int8",
         batch_size: int = 8,
         cpu_threads: int | None = None,
-        vad: bool = True,
+        vad: str = "energy",
+        beam_size: int = 1,
     ) -> None:
+        if vad not in ("energy", "silero", "none"):
+            raise ValueError(f"unknown vad {vad!r}")
         self.model_name = model
         self.device = device
         self.compute_type = compute_type
         self.batch_size = batch_size
         self.cpu_threads = cpu_threads or default_cpu_threads()
         self.vad = vad
+        self.beam_size = beam_size
         if batch_size <= 1:
             self.name = "faster-whisper-sequential"
         self._model: Any = None
@@ -77,7 +83,7 @@ class FasterWhisperEngine:
         self._load()
         common: dict[str, Any] = dict(
             language="en" if self.model_name.endswith(".en") else None,
-            beam_size=1,
+            beam_size=self.beam_size,
             condition_on_previous_text=False,
             word_timestamps=word_timestamps,
             without_timestamps=False,
@@ -85,12 +91,25 @@ class FasterWhisperEngine:
             log_prob_threshold=-1.0,
             no_speech_threshold=0.6,
         )
+        if audio.size == 0:
+            return []
         if self.batch_size > 1:
-            segments, _info = self._pipeline.transcribe(
-                audio, batch_size=self.batch_size, vad_filter=self.vad, **common
-            )
+            if self.vad == "silero":
+                segments, _info = self._pipeline.transcribe(audio, batch_size=self.batch_size, **common)
+            else:
+                windows = (
+                    chunking.pack_windows(chunking.energy_regions(audio))
+                    if self.vad == "energy"
+                    else chunking.fixed_windows(audio.size / SAMPLE_RATE)
+                )
+                if not windows:
+                    return []  # nothing above the noise floor: no text over silence
+                clips = [{"start": s, "end": e} for s, e in windows]
+                segments, _info = self._pipeline.transcribe(
+                    audio, batch_size=self.batch_size, clip_timestamps=clips, **common
+                )
         else:
-            segments, _info = self._model.transcribe(audio, vad_filter=self.vad, **common)
+            segments, _info = self._model.transcribe(audio, vad_filter=self.vad == "silero", **common)
         out: list[Segment] = []
         for seg in segments:
             words = tuple(

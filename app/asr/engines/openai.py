@@ -38,12 +38,14 @@ class OpenAIWhisperEngine:
         batch_size: int = 16,
         mode: str = "batched",
         cache_dir: Path | None = None,
-        vad: bool = True,
+        vad: str = "energy",
         vectorised_rules: bool = True,
         transcribe_options: dict[str, Any] | None = None,
     ) -> None:
         if mode not in ("batched", "sequential"):
             raise ValueError(f"unknown mode {mode!r}")
+        if vad not in ("energy", "silero", "none"):
+            raise ValueError(f"unknown vad {vad!r}")
         self.model_name = model
         self.device = device
         self.batch_size = max(1, batch_size)
@@ -96,7 +98,9 @@ class OpenAIWhisperEngine:
         if self.mode == "sequential":
             return self._transcribe_sequential(audio, word_timestamps=word_timestamps, progress=progress)
         duration = audio.size / SAMPLE_RATE
-        if self.vad:
+        if self.vad == "energy":
+            windows = chunking.pack_windows(chunking.energy_regions(audio))
+        elif self.vad == "silero":
             windows = chunking.pack_windows(chunking.speech_regions(audio))
         else:
             windows = chunking.fixed_windows(duration)

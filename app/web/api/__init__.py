@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 from app.config import get_settings
 from app.web.api import routes_briefs, routes_episodes, routes_insights, routes_me, routes_podcasts
 from app.web.api.allow import AllowHeaderMiddleware
-from app.web.api.deps import ApiState, TTLCache
+from app.web.api.deps import ApiState, LoopReader, TTLCache
 from app.web.api.ratelimit import make_limiter
 from app.web.api.search import QueryCache, VectorIndex
 from app.web.api.settings import ApiSettings
@@ -24,6 +24,7 @@ def build_state() -> ApiState:
     settings = ApiSettings()
     return ApiState(
         settings=settings,
+        reader=LoopReader(),
         limiter=make_limiter(get_settings().redis_url, settings.rate_per_second, settings.burst),
         index=VectorIndex(model=get_settings().embedding_model, refresh_seconds=settings.index_refresh_seconds),
         queries=QueryCache(settings.query_cache_size),

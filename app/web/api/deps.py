@@ -8,14 +8,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
+from starlette.concurrency import run_in_threadpool
 
-from app.db import session_scope
+from app.db import get_engine, session_scope
 from app.web.api import keys
+from app.web.api.fastread import Prepared
 from app.web.api.ratelimit import Limiter
 from app.web.api.search import QueryCache, VectorIndex
 from app.web.api.settings import ApiSettings
@@ -48,9 +52,47 @@ class TTLCache:
             self._items.clear()
 
 
+class LoopReader:
+    """One autocommit connection per event-loop thread for the few indexed reads done on the loop (API key
+    lookup, brief lookup). It is never shared between threads and never taken from the pool at request time,
+    so a busy pool can't stall the loop; autocommit means no read transaction pins an old snapshot."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self._url = url
+        self._conns: dict[int, Connection] = {}
+        self._prepared: dict[int, Prepared] = {}
+
+    def first(self, stmt: Select[Any], params: dict[str, Any]) -> Any:
+        """The first row of a prebuilt (module-level) SELECT, or None."""
+        tid = threading.get_ident()
+        for attempt in range(2):
+            conn = self._conns.get(tid)
+            if conn is None or conn.closed or conn.invalidated:
+                conn = get_engine(self._url).connect().execution_options(isolation_level="AUTOCOMMIT")
+                self._conns[tid] = conn
+            prepared = self._prepared.get(id(stmt))
+            if prepared is None:
+                prepared = self._prepared[id(stmt)] = Prepared(stmt, conn.dialect)
+            try:
+                return prepared.first(conn.connection.dbapi_connection, params)
+            except conn.dialect.loaded_dbapi.Error:
+                # A dropped connection (database restart): reconnect once, then let the error through.
+                self._conns.pop(tid, None)
+                conn.invalidate()
+                if attempt:
+                    raise
+        return None
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        self._conns.clear()
+
+
 @dataclass
 class ApiState:
     settings: ApiSettings
+    reader: LoopReader
     limiter: Limiter
     index: VectorIndex
     queries: QueryCache
@@ -71,54 +113,43 @@ bearer = HTTPBearer(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Auth:
-    session: Session
-    caller: keys.Caller
+def get_session() -> Iterator[Session]:
+    """The request's unit of work: commit when the endpoint returns (scope="function": before the response is
+    sent), roll back when it raises. A sync generator, so the pooled connection is taken and given back on a
+    worker thread, never on the event loop."""
+    with session_scope() as session:
+        yield session
 
 
-def get_auth(
+async def get_caller(
     state: Annotated[ApiState, Depends(get_state)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Iterator[Auth]:
-    """The request's unit of work, authenticated and rate-limited.
-
-    A sync generator, so FastAPI enters and leaves it on a worker thread: the session's pooled connection is
-    taken (by the key lookup) and given back off the event loop, so a full pool can never stall the loop.
-    An endpoint may then be `async def` and use the session on the loop: it already holds its connection.
-    The session commits when the endpoint returns (scope="function": before the response is sent)."""
+) -> keys.Caller:
+    """The authenticated, rate-limited caller. Async on purpose: the key lookup is one indexed read on the
+    loop's own connection (LoopReader), so the hot GETs need no thread hop for auth."""
     if credentials is None:
         raise HTTPException(401, "Send an API key as 'Authorization: Bearer <key>'.", {"WWW-Authenticate": "Bearer"})
+    caller = keys.authenticate_with(state.reader.first, credentials.credentials)
+    if caller is None:
+        raise HTTPException(401, "Invalid or revoked API key.", {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    wait = state.limiter.take(str(caller.key_id))
+    if wait > 0:
+        retry = str(max(1, math.ceil(wait))) if math.isfinite(wait) else "3600"
+        raise HTTPException(
+            429,
+            "Rate limit exceeded for this API key.",
+            {"Retry-After": retry, "X-RateLimit-Limit": str(state.limiter.burst)},
+        )
+    if caller.needs_touch:  # a write, at most once a minute per key: its own short transaction, off the loop
+        await run_in_threadpool(_touch, caller.key_id)
+    return caller
+
+
+def _touch(key_id: int) -> None:
     with session_scope() as session:
-        caller = keys.authenticate(session, credentials.credentials)
-        if caller is None:
-            raise HTTPException(
-                401, "Invalid or revoked API key.", {"WWW-Authenticate": 'Bearer error="invalid_token"'}
-            )
-        wait = state.limiter.take(str(caller.key_id))
-        if wait > 0:
-            retry = str(max(1, math.ceil(wait))) if math.isfinite(wait) else "3600"
-            raise HTTPException(
-                429,
-                "Rate limit exceeded for this API key.",
-                {"Retry-After": retry, "X-RateLimit-Limit": str(state.limiter.burst)},
-            )
-        yield Auth(session, caller)
-        if caller.needs_touch:  # at most once a minute per key; commits with the request
-            keys.touch(session, caller.key_id)
+        keys.touch(session, key_id)
 
 
-AuthDep = Annotated[Auth, Depends(get_auth, scope="function")]
-
-
-async def get_session(auth: AuthDep) -> Session:
-    return auth.session
-
-
-async def get_caller(auth: AuthDep) -> keys.Caller:
-    return auth.caller
-
-
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 CallerDep = Annotated[keys.Caller, Depends(get_caller)]
 StateDep = Annotated[ApiState, Depends(get_state)]

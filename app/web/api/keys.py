@@ -11,10 +11,13 @@ import datetime as dt
 import hashlib
 import hmac
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
 
 from app.models import ApiKey, User, utcnow
 
@@ -87,10 +90,19 @@ _LOOKUP = (
 
 def authenticate(session: Session, presented: str, *, now: dt.datetime | None = None) -> Caller | None:
     """The caller for a presented key, or None for a malformed, unknown, wrong or revoked key. Read-only."""
+    return authenticate_with(
+        lambda stmt, params: session.connection().execute(stmt, params).first(), presented, now=now
+    )
+
+
+def authenticate_with(
+    first: Callable[[Select[Any], dict[str, Any]], Any], presented: str, *, now: dt.datetime | None = None
+) -> Caller | None:
+    """`authenticate` over any way of running one statement and taking its first row (the API's loop reader)."""
     parts = split_key(presented)
     if parts is None:
         return None
-    row = session.connection().execute(_LOOKUP, {"prefix": parts[0]}).first()
+    row = first(_LOOKUP, {"prefix": parts[0]})
     # Compare even when the prefix is unknown so timing says nothing about which prefixes exist.
     expected = row.key_hash if row is not None else "0" * 64
     if not hmac.compare_digest(hash_key(presented), expected) or row is None or row.revoked_at is not None:

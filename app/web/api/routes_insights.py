@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.db import session_scope
 from app.models import Episode, Feedback, Insight
 from app.web.api.deps import ApiState, CallerDep, SessionDep, StateDep
 from app.web.api.http import (
@@ -45,7 +46,6 @@ OptId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 )
 async def list_insights(
     request: Request,
-    session: SessionDep,
     caller: CallerDep,
     state: StateDep,
     podcast_id: OptId = None,
@@ -60,13 +60,18 @@ async def list_insights(
 ) -> Response:
     filters = Filters(podcast_id=podcast_id, episode_id=episode_id, since=since, until=until)
     if q is not None and q.strip():
-        return await _search(request, session, state, q, filters, limit, cursor)
-    return await run_in_threadpool(_list, request, session, filters, limit, cursor)
-
-
-def _list(request: Request, session: Session, filters: Filters, limit: int, cursor: str | None) -> Response:
-    podcast_id, episode_id, since, until = filters.podcast_id, filters.episode_id, filters.since, filters.until
+        return await _search(request, state, q, filters, limit, cursor)
     before = int_cursor(cursor, "i")
+    return await run_in_threadpool(_list, request, filters, limit, before)
+
+
+def _list(request: Request, filters: Filters, limit: int, before: int | None) -> Response:
+    with session_scope() as session:
+        return _list_in(session, request, filters, limit, before)
+
+
+def _list_in(session: Session, request: Request, filters: Filters, limit: int, before: int | None) -> Response:
+    podcast_id, episode_id, since, until = filters.podcast_id, filters.episode_id, filters.since, filters.until
     stmt = select(Insight.id).join(Episode, Episode.id == Insight.episode_id)
     if before is not None:
         stmt = stmt.where(Insight.id < before)
@@ -89,30 +94,37 @@ def _list(request: Request, session: Session, filters: Filters, limit: int, curs
 
 
 async def _search(
-    request: Request, session: Session, state: ApiState, q: str, filters: Filters, limit: int, cursor: str | None
+    request: Request, state: ApiState, q: str, filters: Filters, limit: int, cursor: str | None
 ) -> Response:
     """Anything that can take long (loading new rows, running the model, the matmul, SQL) runs in a thread;
     a repeated query over an unchanged index is answered from cached bytes on the event loop."""
     offset = int_cursor(cursor, "s") or 0
     if state.index.refresh_due():
-        await run_in_threadpool(state.index.refresh, session)
+        await run_in_threadpool(_refresh, state)
     # Same query, filters and page over the same index version -> same bytes: skip model, matmul and SQL.
     key = (state.queries.normalise(q), filters, limit, offset, state.index.version)
     body = state.searches.get(key)
     if body is None:
-        body = await run_in_threadpool(_search_page, session, state, q, filters, limit, offset)
+        body = await run_in_threadpool(_search_page, state, q, filters, limit, offset)
         state.searches.put(key, body)
     return cached_json(request, body)
 
 
-def _search_page(session: Session, state: ApiState, q: str, filters: Filters, limit: int, offset: int) -> bytes:
+def _refresh(state: ApiState) -> None:
+    with session_scope() as session:
+        state.index.refresh(session)
+
+
+def _search_page(state: ApiState, q: str, filters: Filters, limit: int, offset: int) -> bytes:
     cap = state.settings.search_max_results
     want = min(offset + limit + 1, cap)
     scored = state.index.search(state.queries.vector(q), k=want, filters=filters) if offset < cap else []
     page = scored[offset : offset + limit]
     more = len(scored) > offset + limit and offset + limit < cap
     next_cursor = encode_cursor("s", offset + limit) if more else None
-    return Page[InsightOut](items=ordered(session, page), next_cursor=next_cursor).model_dump_json().encode()
+    with session_scope() as session:
+        items = ordered(session, page)
+    return Page[InsightOut](items=items, next_cursor=next_cursor).model_dump_json().encode()
 
 
 @router.get(
