@@ -11,6 +11,7 @@ A crash between 1 and 3 leaves the row in "sending"; `mail.reconcile` decides wh
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import logging
 
@@ -33,8 +34,8 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
 
 
-def send_delivery(delivery_id: int) -> Outcome:
-    now = utcnow()
+def send_delivery(delivery_id: int, *, now: dt.datetime | None = None) -> Outcome:
+    now = now or utcnow()
     with session_scope() as session:
         if not mail.claim(session, delivery_id, now=now):
             return _why_not_claimed(session.get(Delivery, delivery_id))

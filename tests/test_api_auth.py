@@ -183,3 +183,20 @@ def test_loop_reader_returns_what_sqlalchemy_returns(db_url: str) -> None:
         assert reader.first(_HEAD, {"user_id": uid, "local_date": day + dt.timedelta(days=1)}) is None
     assert isinstance(reader.first(_LOOKUP, cases[0][1]).revoked_at, dt.datetime)
     reader.close()
+
+
+def test_loop_reader_gives_back_connections_of_ended_threads(db_url: str) -> None:
+    """A test client runs each call on a new loop thread: the reader must not keep a connection per thread."""
+    import threading
+
+    from app.web.api.deps import LoopReader
+    from app.web.api.keys import _LOOKUP
+
+    reader = LoopReader(db_url)
+    for _ in range(40):  # more than the pool's 15 connections
+        t = threading.Thread(target=reader.first, args=(_LOOKUP, {"prefix": "nope"}))
+        t.start()
+        t.join()
+    assert reader.first(_LOOKUP, {"prefix": "nope"}) is None
+    assert list(reader._conns) == [threading.get_ident()]  # the ended threads' connections went back
+    reader.close()

@@ -32,7 +32,9 @@ def test_engine_choice_follows_device_and_settings(env: Path, monkeypatch: pytes
     reset_settings()
     spec = select.resolve()
     assert spec.engine == "openai-whisper-batched" and spec.device == "cpu"
-    assert spec.cache_dir.startswith(str(env))
+    from app.config import get_settings
+
+    assert spec.cache_dir == str(get_settings().models_dir / "openai-whisper")  # converted once, shared
     with pytest.raises(ValueError):
         select.resolve(engine="whisper.cpp")
 

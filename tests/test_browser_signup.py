@@ -179,6 +179,8 @@ def browser() -> Iterator[object]:
     service = Service(executable_path=CHROMEDRIVER, env={**os.environ, "TZ": "America/New_York"})
     driver = webdriver.Chrome(options=opts, service=service)
     driver.set_page_load_timeout(30)
+    # A click returns before the next page has loaded: lookups wait for their element (up to 10 s).
+    driver.implicitly_wait(10)
     try:
         yield driver
     finally:

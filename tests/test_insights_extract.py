@@ -125,3 +125,15 @@ def test_extract_writes_rows_once(session) -> None:
     assert [r.idx for r in rows] == list(range(n))
     assert insights.extract(session, episode.id) == n  # idempotent: nothing new written
     assert len(session.scalars(select(Insight).where(Insight.episode_id == episode.id)).all()) == n
+
+
+def test_on_topic_sponsor_turn_without_the_word_sponsor_is_dropped() -> None:
+    turns = [
+        "Index funds charge far less than active funds, and because fees compound every year, a one percent "
+        "difference in annual cost can take about a quarter of a portfolio's final value over thirty years.",
+        "Thanks to Ledgerly for supporting the show. Ledgerly tracks every fund fee you pay and shows how much "
+        "compounding costs you over thirty years. Try it free at ledgerly dot io.",
+    ]
+    segs = [TimedText(i * 30.0, i * 30.0 + 25.0, t) for i, t in enumerate(turns)]
+    texts = [p.text for p in extract_passages(segs)]
+    assert len(texts) == 1 and texts[0].startswith("Index funds charge far less")

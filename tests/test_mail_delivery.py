@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app import smtp_sink
 from app.db import session_scope
+from app.delivery import Outcome, send_delivery
 from app.errors import PermanentError, TransientError
 from app.models import Brief, Delivery, DeliveryStatus, User
 from app.pipeline import mail
@@ -84,8 +85,8 @@ def test_compose_has_five_items_headers_and_size(session: Session) -> None:
 def test_smtp_send_reaches_sink_and_deliver_is_exactly_once(session: Session, mail_sink: smtp_sink.SinkHandle) -> None:
     did = _delivery(session)
     session.commit()
-    assert mail.deliver(did, now=NOW) == DeliveryStatus.SENT
-    assert mail.deliver(did, now=NOW) == "skipped"
+    assert send_delivery(did, now=NOW) == Outcome.SENT
+    assert send_delivery(did, now=NOW) == Outcome.ALREADY_SENT
     mails = read_mails(mail_sink.mail_dir)
     assert len(mails) == 1
     with session_scope() as s:
@@ -155,7 +156,7 @@ def test_reconcile_requeues_when_not_at_the_sink(session: Session, mail_sink: sm
     mid = d.message_id
     assert d.status == DeliveryStatus.PENDING and d.error and d.error.startswith("reconciled")
     session.commit()
-    assert mail.deliver(did, now=later) == DeliveryStatus.SENT
+    assert send_delivery(did, now=later) == Outcome.SENT
     mails = read_mails(mail_sink.mail_dir)
     assert len(mails) == 1 and mails[0]["Message-ID"] == mid  # the resend keeps the Message-ID
 
@@ -230,11 +231,11 @@ def test_uncertain_send_stays_sending_for_reconcile(
         raise mail.DeliveryUncertain("connection lost after DATA")
 
     monkeypatch.setattr(mail, "smtp_send", drop_after_data)
-    assert mail.deliver(did, now=NOW) == DeliveryStatus.SENDING
+    assert send_delivery(did, now=NOW) == Outcome.IN_PROGRESS
     with session_scope() as s:
         d = s.get_one(Delivery, did)
         assert d.status == DeliveryStatus.SENDING and d.error == "connection lost after DATA"
-    assert mail.deliver(did, now=NOW) == "skipped"  # nobody resends it blindly
+    assert send_delivery(did, now=NOW) == Outcome.IN_PROGRESS  # nobody resends it blindly
 
 
 def test_worst_case_email_stays_under_100kb(session: Session) -> None:

@@ -1,6 +1,6 @@
 """Demo content `make run` serves and seeds: three short synthesized episodes (see src/ for their scripts).
 
-The audio was made with `espeak-ng -v en-us -s 165 -w ep.wav -f src/epN.txt` and
+The audio was made with `espeak-ng -v en-us -s 145 -g 3 -w ep.wav -f src/epN.txt` and
 `ffmpeg -i ep.wav -ac 1 -ar 22050 -b:a 40k episode-N.mp3`; the scripts are written for this project.
 """
 

@@ -47,6 +47,7 @@ PENALTY_EPISODE_STEP = 0.03  # per item already chosen from the same episode
 PENALTY_EPISODE_CAP = 0.15  # once two items come from one episode
 PENALTY_SHOW = 0.04  # per item already chosen from the same show
 ADJACENT_SECONDS = 2.0
+PENALTY_ADJACENT = 0.25
 SHORTLIST_EPISODES = 6
 MAX_PER_EPISODE = 16
 POOL = 12  # candidates per user kept for the greedy pass
@@ -348,13 +349,14 @@ def _select(pool: _Pool, u: int, prof: Profile, k: int) -> list[Item]:
     # recency count WEAK_TIER_BASE as much): a weak match must not lose to a weaker one for being newer.
     strong = [r >= best_rel - TIER_MARGIN for r in rl]
     penalty = [0.0] * n
+    weak = [0.0] * n  # the part of the penalty that also applies in the weak tier
     per_episode: dict[int, int] = {}
     chosen: list[Item] = []
     while len(chosen) < k:
         bi, best = -1, -1e30
         for j in range(n):
             if alive[j]:
-                eff = sc[j] - penalty[j] if strong[j] else rl[j] + WEAK_TIER_BASE * (sc[j] - rl[j]) - 10.0
+                eff = sc[j] - penalty[j] if strong[j] else rl[j] + WEAK_TIER_BASE * (sc[j] - rl[j]) - weak[j] - 10.0
                 if eff > best:
                     bi, best = j, eff
         if bi < 0:
@@ -366,7 +368,7 @@ def _select(pool: _Pool, u: int, prof: Profile, k: int) -> list[Item]:
             row=pool.rows[u][bi],
             insight_id=pool.ids[u][bi],
             podcast=show,
-            score=sc[bi] - penalty[bi] if strong[bi] else rl[bi] + WEAK_TIER_BASE * (sc[bi] - rl[bi]),
+            score=sc[bi] - penalty[bi] if strong[bi] else rl[bi] + WEAK_TIER_BASE * (sc[bi] - rl[bi]) - weak[bi],
             relevance=rl[bi],
             phrase=prof.phrases[p_idx] if p_idx < len(prof.phrases) else "",
             shows={show},
@@ -383,10 +385,12 @@ def _select(pool: _Pool, u: int, prof: Profile, k: int) -> list[Item]:
                 item.shows.add(shows[j])
                 alive[j] = False
             elif eps[j] == e:
-                # The passage right before/after it continues the same thought (a long turn cut in two): never
-                # a separate item. (In ASR text it may be the next answer; missing one beats repeating one.)
+                # The passage right before/after it may continue the same thought, or (ASR text, where answers
+                # follow each other without a gap) be the next answer: pushed down, not ruled out. Extraction
+                # already keeps one passage per speaker turn.
                 if abs(starts[j] - ends[bi]) <= ADJACENT_SECONDS or abs(starts[bi] - ends[j]) <= ADJACENT_SECONDS:
-                    alive[j] = False
+                    penalty[j] += PENALTY_ADJACENT
+                    weak[j] += PENALTY_ADJACENT
                 penalty[j] += step
             if shows[j] == show:
                 penalty[j] += PENALTY_SHOW

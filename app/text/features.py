@@ -226,6 +226,10 @@ _AD_STRONG = [
     r"\blisteners (?:get|can get|save|receive)\b",
     r"\b(?:check out|checkout)\b",
     r"\blink in the (?:show )?notes\b",
+    r"\bfor supporting (?:the|this|our) (?:show|podcast|episode)\b",
+    r"\b(?:in partnership with|our partners? (?:at|over at))\b",
+    r"\bexclusive (?:offer|deal|discount)\b",
+    r"\b(?:sign up|try it|start) (?:for )?free\b",
 ]
 _AD_WEAK = [
     r"\bslash\b",

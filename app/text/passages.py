@@ -63,6 +63,7 @@ def _blocks(sentences: Sequence[Sentence]) -> list[list[int]]:
 
 
 _URL_NAME = re.compile(r"\b([A-Za-z][A-Za-z0-9]{2,})\s*(?:\.|\bdot\b)\s*(?:com|org|net|io|co|ai|app|fm)\b", re.I)
+ASR_SEGMENT_SECONDS = 10.0
 SPREAD = 4  # how many sentences around a telling ad sentence can belong to the same read
 
 
@@ -106,19 +107,31 @@ def _ad_sentences(
     seeds = [i for i in range(n) if evidence[i] >= AD_BLOCK]
     for i in seeds:
         is_ad[i] = True
+    # A whole speaker turn (one segment, several sentences) is judged on its own: the read never spills into
+    # the guest's answer next to it. Spreading is for ASR text, where turns are unknown.
+    # (An ASR segment is a few seconds of one sentence or less; a single-sentence block longer than that is a turn.)
+    turn = [False] * n
+    for block in blocks:
+        one_segment = sentences[block[0]].first_segment == sentences[block[-1]].last_segment
+        long = sentences[block[-1]].end - sentences[block[0]].start > ASR_SEGMENT_SECONDS
+        if one_segment and (len(block) > 1 or long):
+            for i in block:
+                turn[i] = True
     names = _brand_names([sentences[i].text for i in range(n) if is_ad[i]])
     for i in seeds:
         for j in range(max(0, i - SPREAD), min(n, i + SPREAD + 1)):
             if is_ad[j] or feats[j].question or feats[j].frame:
                 continue
-            if abs(j - i) == 1 or evidence[j] > 0 or _mentions(sentences[j].text, names):
+            near = not turn[j] and (abs(j - i) == 1 or evidence[j] > 0)
+            if near or _mentions(sentences[j].text, names):
                 is_ad[j] = True
     # Fill gaps: a sentence between two ad sentences (within two) is part of the same read.
     ad_idx = [i for i in range(n) if is_ad[i]]
     for a, b in itertools.pairwise(ad_idx):
         if 1 < b - a <= 3:
             for j in range(a + 1, b):
-                is_ad[j] = True
+                if not turn[j]:
+                    is_ad[j] = True
     return is_ad
 
 
@@ -244,7 +257,12 @@ def extract_passages(segments: Sequence[TimedText], *, ad_sim: Sequence[float] |
         else:
             runs.append([i])
     for run in runs:
-        for chunk in _chunks(run, sentences, feats):
+        chunks = _chunks(run, sentences, feats)
+        if len(chunks) > 1 and len({block_of[i] for i in run}) == 1 and len(blocks[block_of[run[0]]]) > 1:
+            # One speaker turn is one thought: two passages of it could both reach a brief. Keep its
+            # best-argued 1-3 sentences (ASR runs, which may hold several answers, are still cut).
+            chunks = [max(chunks, key=lambda c: sum(claims[i] * feats[i].words for i in c))]
+        for chunk in chunks:
             words = sum(feats[i].words for i in chunk)
             if words < MIN_WORDS:
                 continue

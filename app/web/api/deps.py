@@ -60,16 +60,20 @@ class LoopReader:
     def __init__(self, url: str | None = None) -> None:
         self._url = url
         self._conns: dict[int, Connection] = {}
+        self._threads: dict[int, threading.Thread] = {}
         self._prepared: dict[int, Prepared] = {}
 
     def first(self, stmt: Select[Any], params: dict[str, Any]) -> Any:
         """The first row of a prebuilt (module-level) SELECT, or None."""
-        tid = threading.get_ident()
+        current = threading.current_thread()
+        tid = current.ident or 0
         for attempt in range(2):
             conn = self._conns.get(tid)
-            if conn is None or conn.closed or conn.invalidated:
+            if conn is None or conn.closed or conn.invalidated or self._threads.get(tid) is not current:
+                self._prune()
                 conn = get_engine(self._url).connect().execution_options(isolation_level="AUTOCOMMIT")
                 self._conns[tid] = conn
+                self._threads[tid] = current
             prepared = self._prepared.get(id(stmt))
             if prepared is None:
                 prepared = self._prepared[id(stmt)] = Prepared(stmt, conn.dialect)
@@ -83,10 +87,21 @@ class LoopReader:
                     raise
         return None
 
+    def _prune(self) -> None:
+        """Give back the connections of loop threads that have ended (a test client starts a loop per call)."""
+        for tid, thread in list(self._threads.items()):
+            reused = tid == threading.get_ident() and thread is not threading.current_thread()
+            if reused or not thread.is_alive():
+                self._threads.pop(tid, None)
+                conn = self._conns.pop(tid, None)
+                if conn is not None:
+                    conn.close()
+
     def close(self) -> None:
         for conn in self._conns.values():
             conn.close()
         self._conns.clear()
+        self._threads.clear()
 
 
 @dataclass
