@@ -121,3 +121,24 @@ def test_request_link_same_page_either_way(site_client, enqueued: Queue) -> None
     assert known.status_code == unknown.status_code == 200
     assert known.text.replace("reader@example.com", "X") == unknown.text.replace("nobody@example.com", "X")
     assert len(enqueued.named("send_confirmation")) == 1
+
+
+def test_api_key_created_and_revoked_on_the_preferences_page(site_client, enqueued: Queue) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    _, tok, _ = _setup()
+    r = site_client.post(f"/manage/{tok}/keys", data={"name": "obsidian sync"})
+    assert r.status_code == 200
+    key = re.search(r'id="new-key">([^<]+)<', r.text)
+    assert key, "the new key is shown once"
+    headers = {"Authorization": f"Bearer {key.group(1)}"}
+    assert site_client.get("/api/v1/me", headers=headers).status_code == 200
+    # Shown once: reloading the page lists the key by prefix only.
+    page = site_client.get(f"/manage/{tok}").text
+    assert key.group(1) not in page and "obsidian sync" in page
+    key_id = re.search(r"/keys/(\d+)/revoke", page)
+    assert key_id
+    assert site_client.post(f"/manage/{tok}/keys/{key_id.group(1)}/revoke").status_code == 200
+    assert site_client.get("/api/v1/me", headers=headers).status_code == 401
+    # Another user's key id is not revocable from this page.
+    assert site_client.post(f"/manage/{tok}/keys/999999/revoke").status_code == 404

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app.db import session_scope
 from app.models import Podcast, PodcastStatus, Subscription, User
 from app.web import site_forms, tokens
+from app.web.api import keys as api_keys
 from app.web.site_common import bad_link, client_ip, enqueue, message, page, user_for_link
 from app.web.site_limits import mails_per_address, signup_per_ip
 
@@ -50,6 +51,7 @@ def _prefs_page(
     notice: str = "",
     errors: dict[str, str] | None = None,
     status: int = 200,
+    new_key: str = "",
 ) -> HTMLResponse:
     return page(
         request,
@@ -62,6 +64,8 @@ def _prefs_page(
         hours=range(24),
         notice=notice,
         errors=errors or {},
+        api_keys=[k for k in api_keys.list_api_keys(session, user.id) if k.revoked_at is None],
+        new_key=new_key,
     )
 
 
@@ -262,3 +266,34 @@ def delete_account(request: Request, token: str, confirm: str = Form("")) -> HTM
         "We removed your address, preferences, briefs and feedback. Nothing more will be sent. "
         "Thanks for trying podbrief.",
     )
+
+
+@router.post("/manage/{token}/keys", response_class=HTMLResponse)
+def create_key(request: Request, token: str, name: str = Form("")) -> HTMLResponse:
+    """A new API key, shown on this page once; only its hash is kept."""
+    with session_scope() as session:
+        try:
+            user = user_for_link(session, "manage", token)
+        except tokens.TokenError as exc:
+            return bad_link(request, exc)
+        plaintext, _ = api_keys.create_api_key(session, user.id, name.strip()[:200])
+        return _prefs_page(
+            request,
+            session,
+            user,
+            token,
+            new_key=plaintext,
+            notice="Your new API key is below. Copy it now: it won't be shown again.",
+        )
+
+
+@router.post("/manage/{token}/keys/{key_id}/revoke", response_class=HTMLResponse)
+def revoke_key(request: Request, token: str, key_id: int) -> HTMLResponse:
+    with session_scope() as session:
+        try:
+            user = user_for_link(session, "manage", token)
+        except tokens.TokenError as exc:
+            return bad_link(request, exc)
+        if not api_keys.revoke_api_key(session, user.id, key_id):
+            return _prefs_page(request, session, user, token, errors={"key": "No such key."}, status=404)
+        return _prefs_page(request, session, user, token, notice="Key revoked. It stops working at once.")
