@@ -39,20 +39,20 @@ BENCH_ENGINES = {
     # openai-whisper's own per-row Python timestamp filter, to measure what the vectorised one buys (GPU).
     "openai-whisper-batched-looprules": "openai-whisper-batched",
     # Variants of the production CPU engine, to show what each choice costs or buys.
-    "faster-whisper-beam2": "faster-whisper",
+    "faster-whisper-greedy": "faster-whisper",
     "faster-whisper-silero": "faster-whisper",
 }
 # Attributes set on the built engine for the variants above.
 _VARIANTS: dict[str, dict[str, object]] = {
     "openai-whisper-batched-looprules": {"vectorised_rules": False},
-    "faster-whisper-beam2": {"beam_size": 2},
+    "faster-whisper-greedy": {"beam_size": 1},
     "faster-whisper-silero": {"vad": "silero"},
 }
 DEFAULT_ENGINES = (
     BASELINE,
     "openai-whisper-batched",
     "faster-whisper",
-    "faster-whisper-beam2",
+    "faster-whisper-greedy",
     "faster-whisper-sequential",
 )
 

@@ -49,14 +49,16 @@ def speech_regions(
 def energy_regions(
     audio: np.ndarray,
     *,
-    min_silence_ms: int = 500,
+    min_silence_ms: int = 300,
     max_speech_s: float = WINDOW_SECONDS - 1.0,
     frame_ms: int = 20,
     pad_ms: int = 200,
 ) -> list[tuple[float, float]]:
     """Speech as frames well above the recording's own noise floor; pauses shorter than min_silence_ms bridged.
 
-    Thresholds are relative (noise floor vs loud speech percentile), so levels and gain don't matter.
+    Thresholds are relative (noise floor vs loud speech percentile), so levels and gain don't matter. A turn
+    longer than max_speech_s is cut in its longest pause: a cut inside a word loses that word, because
+    Whisper leaves a sentence that runs into the end of its 30 s window for the next window to say.
     """
     hop = SAMPLE_RATE * frame_ms // 1000
     n = audio.size // hop
@@ -80,14 +82,27 @@ def energy_regions(
     out: list[tuple[float, float]] = []
     for a, b in regions:
         a, b = max(0, a - pad), min(n, b + 1 + pad)
-        while b - a > max_frames:  # cut a long turn at its quietest frame in the second half
-            lo = a + max_frames // 2
-            cut = lo + int(np.argmin(db[lo : a + max_frames]))
+        while b - a > max_frames:
+            cut = _pause_in(voiced, db, a + max_frames // 2, a + max_frames)
             out.append((a * frame_ms / 1000, cut * frame_ms / 1000))
             a = cut
         if b - a >= 100 // frame_ms:
             out.append((a * frame_ms / 1000, b * frame_ms / 1000))
     return out
+
+
+def _pause_in(voiced: np.ndarray, db: np.ndarray, lo: int, hi: int) -> int:
+    """The middle of the longest unvoiced run in frames [lo, hi); else the quietest 200 ms there."""
+    quiet = ~voiced[lo:hi]
+    best_len, best_mid, run = 0, -1, 0
+    for i, q in enumerate(quiet):
+        run = run + 1 if q else 0
+        if run > best_len:
+            best_len, best_mid = run, i - run // 2
+    if best_len >= 2:
+        return lo + best_mid
+    smooth = np.convolve(db[lo:hi], np.ones(10) / 10, mode="same")
+    return lo + int(np.argmin(smooth))
 
 
 def pack_windows(

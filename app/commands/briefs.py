@@ -85,7 +85,27 @@ def _text_segments(episode: dict[str, Any]) -> list[tuple[float, float, str]]:
     return out
 
 
+_EVAL_ENV = ("PODBRIEF_VAR_DIR", "DATABASE_URL", "PODBRIEF_FIRST_BRIEF_LOOKBACK_DAYS")
+
+
 def run_eval(dataset: dict[str, Any], audio_dir: Path | None, work: Path) -> dict[str, Any]:
+    """Run the evaluation in a throw-away database under `work`; the process's settings are restored after."""
+    from app import config, db
+
+    saved = {k: os.environ.get(k) for k in _EVAL_ENV}
+    try:
+        return _run_eval(dataset, audio_dir, work)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        config.reset_settings()
+        db.dispose_engines()
+
+
+def _run_eval(dataset: dict[str, Any], audio_dir: Path | None, work: Path) -> dict[str, Any]:
     from app import config, db
     from app.migrate import upgrade
 

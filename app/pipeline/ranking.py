@@ -46,8 +46,8 @@ SAME_EPISODE_DUP = 0.95  # within one episode only a near-verbatim repeat is the
 PENALTY_EPISODE_STEP = 0.03  # per item already chosen from the same episode
 PENALTY_EPISODE_CAP = 0.15  # once two items come from one episode
 PENALTY_SHOW = 0.04  # per item already chosen from the same show
-ADJACENT_SECONDS = 2.0
-PENALTY_ADJACENT = 0.25
+ADJACENT_SECONDS = 5.0  # a rhetorical question inside an answer leaves a few seconds between its halves
+PENALTY_ADJACENT = 0.1
 SHORTLIST_EPISODES = 6
 MAX_PER_EPISODE = 16
 POOL = 12  # candidates per user kept for the greedy pass
@@ -386,10 +386,10 @@ def _select(pool: _Pool, u: int, prof: Profile, k: int) -> list[Item]:
                 alive[j] = False
             elif eps[j] == e:
                 # The passage right before/after it may continue the same thought, or (ASR text, where answers
-                # follow each other without a gap) be the next answer: pushed down, not ruled out. Extraction
-                # already keeps one passage per speaker turn.
+                # follow each other without a gap) be the next answer: moved to the weak tier with a small
+                # penalty, not ruled out. Extraction already keeps one passage per speaker turn.
                 if abs(starts[j] - ends[bi]) <= ADJACENT_SECONDS or abs(starts[bi] - ends[j]) <= ADJACENT_SECONDS:
-                    penalty[j] += PENALTY_ADJACENT
+                    strong[j] = False  # competes only once the clearly distinct strong items are gone
                     weak[j] += PENALTY_ADJACENT
                 penalty[j] += step
             if shows[j] == show:

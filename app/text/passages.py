@@ -64,6 +64,7 @@ def _blocks(sentences: Sequence[Sentence]) -> list[list[int]]:
 
 _URL_NAME = re.compile(r"\b([A-Za-z][A-Za-z0-9]{2,})\s*(?:\.|\bdot\b)\s*(?:com|org|net|io|co|ai|app|fm)\b", re.I)
 ASR_SEGMENT_SECONDS = 10.0
+MAX_JOIN_PAUSE = 1.5  # seconds of silence after which an ASR segment is not the same answer going on
 SPREAD = 4  # how many sentences around a telling ad sentence can belong to the same read
 
 
@@ -164,7 +165,7 @@ _CONTINUATION_OPENERS = {
 
 def _continuation(f: SentenceFeatures, text: str, ad: bool) -> bool:
     words = text.split()
-    if ad or not words or f.question or f.question_form or f.frame or f.filler_rate > 0 or f.self_rate > 0:
+    if ad or not words or f.question or f.question_form or f.frame or f.filler_rate > 0 or f.personal_rate > 0:
         return False
     first = words[0].strip(",.;:").lower()
     return f.words <= 12 and (words[0][:1].islower() or first in _CONTINUATION_OPENERS)
@@ -222,7 +223,10 @@ def extract_passages(segments: Sequence[TimedText], *, ad_sim: Sequence[float] |
         pauses (a publisher transcript's speaker turn is rarely a single sentence on both sides).
         """
         a, b = block_of[i - 1], block_of[i]
-        return a == b or (len(blocks[a]) == 1 and len(blocks[b]) == 1)
+        return a == b or (len(blocks[a]) == 1 and len(blocks[b]) == 1 and pause(i) <= MAX_JOIN_PAUSE)
+
+    def pause(i: int) -> float:
+        return sentences[i].start - sentences[i - 1].end
 
     # A short fragment ASR split off the end of a kept claim ("... during the 2010s. Driven by huge
     # manufacturing scale.") is kept with it rather than dropped for being short.
@@ -230,7 +234,8 @@ def extract_passages(segments: Sequence[TimedText], *, ad_sim: Sequence[float] |
     def continues(i: int) -> bool:
         # Across a block boundary only a lower-case start is a cut sentence; a capitalised "And ..." opens a turn.
         same = block_of[i] == block_of[i - 1]
-        return _continuation(feats[i], sentences[i].text, is_ad[i]) and (same or sentences[i].text[:1].islower())
+        cut = sentences[i].text[:1].islower() and pause(i) <= MAX_JOIN_PAUSE
+        return _continuation(feats[i], sentences[i].text, is_ad[i]) and (same or cut)
 
     for i in range(1, n):
         if keep[i - 1] and not keep[i] and continues(i):
