@@ -23,6 +23,7 @@ prepare() {
     mkdir -p "$GPU/audio"
     grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo /.gpu/ >> .git/info/exclude
     rm -rf "$GPU/tiny.en-int8" && cp -r "$SHARED/gpu/tiny.en-int8" "$GPU/"
+    rm -f "$GPU/tiny.en.pt"  # unpacked (76 MB) only on the far side: a run may carry at most 64 MiB
     cp "$SHARED/gpu/wpack.py" "$GPU/"
     local site
     site=$("$venv_py" -c "import whisper, os; print(os.path.dirname(os.path.dirname(whisper.__file__)))")
