@@ -26,10 +26,16 @@ NEXT_STEP: dict[str, str] = {
 
 
 def local_now(now: dt.datetime, tz_name: str) -> dt.datetime:
+    """`now` in the user's zone; a bad stored zone falls back to UTC rather than failing."""
     try:
         return now.astimezone(ZoneInfo(tz_name))
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, KeyError):
         return now.astimezone(dt.UTC)
+
+
+def local_date(tz_name: str, now: dt.datetime | None = None) -> dt.date:
+    """The user's current local date: the date a brief is for (one per user per local date)."""
+    return local_now(now or utcnow(), tz_name).date()
 
 
 def due_briefs(session: Session, now: dt.datetime | None = None) -> list[tuple[int, dt.date]]:

@@ -6,7 +6,6 @@ import datetime as dt
 import importlib
 import logging
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -16,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app.config import ROOT, get_settings
 from app.models import User
+from app.pipeline import schedule
 from app.pipeline.mail import clock
 from app.web import tokens
 
@@ -76,11 +76,7 @@ def user_by_secret(session: Session, secret: str) -> User | None:
 
 
 def local_today(user: User) -> dt.date:
-    try:
-        zone = ZoneInfo(user.timezone)
-    except Exception:
-        zone = ZoneInfo("UTC")
-    return dt.datetime.now(zone).date()
+    return schedule.local_date(user.timezone)
 
 
 def bad_link(request: Request, exc: tokens.TokenError) -> HTMLResponse:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 from typing import Annotated
-from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from sqlalchemy import bindparam, select
@@ -13,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.db import session_scope
 from app.models import Brief, BriefItem
+from app.pipeline import schedule
 from app.web.api.deps import ApiState, CallerDep, SessionDep, StateDep
 from app.web.api.http import (
     AUTH_ERRORS,
@@ -76,11 +76,7 @@ def _build_body(brief_id: int) -> bytes:
 
 
 def local_today(timezone: str, now: dt.datetime | None = None) -> dt.date:
-    try:
-        zone = ZoneInfo(timezone)
-    except (ValueError, KeyError):  # a bad stored zone falls back to UTC rather than failing the request
-        zone = ZoneInfo("UTC")
-    return (now or dt.datetime.now(dt.UTC)).astimezone(zone).date()
+    return schedule.local_date(timezone, now)
 
 
 @router.get(
