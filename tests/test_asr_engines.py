@@ -126,3 +126,43 @@ def test_split_on_timestamps() -> None:
     tb = 1000
     tokens = [tb + 0, 1, 2, tb + 150, tb + 150, 3, tb + 400, 4, 5]
     assert split_on_timestamps(tokens, tb, 9.0) == [(0.0, 3.0, [1, 2]), (3.0, 8.0, [3]), (8.0, 9.0, [4, 5])]
+
+
+def test_split_even_keeps_order_and_balance() -> None:
+    from app.asr.engines.faster import split_even
+
+    assert split_even(list(range(5)), 2) == [[0, 1, 2], [3, 4]]
+    assert split_even([1], 4) == [[1]]
+    assert split_even([], 2) == [[]]
+    runs = split_even(list(range(10)), 4)
+    assert [x for r in runs for x in r] == list(range(10))
+    assert max(map(len, runs)) - min(map(len, runs)) <= 1
+
+
+def test_cpu_layout_prefers_single_threaded_workers() -> None:
+    from app.asr.engines.faster import cpu_layout
+
+    assert cpu_layout(1) == (1, 1)
+    assert cpu_layout(2) == (2, 1)
+    assert cpu_layout(16) == (4, 4)
+
+
+@pytest.mark.slow
+def test_faster_whisper_parallel_workers_match_one_worker(clips: list[tuple[np.ndarray, str]]) -> None:
+    # ~70 s of speech: three windows, so two workers each get a run of windows.
+    gap = np.zeros(int(1.5 * SAMPLE_RATE), dtype=np.float32)
+    audio = np.concatenate([part for _ in range(3) for a, _ in clips for part in (a, gap)])
+    one = FasterWhisperEngine("tiny.en", batch_size=2, cpu_threads=1)
+    two = FasterWhisperEngine("tiny.en", batch_size=2, cpu_threads=2)
+    assert (one.workers, two.workers) == (1, 2)
+    seen: list[float] = []
+    segs_one = one.transcribe(audio)
+    segs_two = two.transcribe(audio, progress=seen.append)
+    _check_times(segs_two, audio.size / SAMPLE_RATE)
+    assert segs_two[-1].end > 60.0  # the last window's segments came back, with absolute times
+    text_one = " ".join(s.text for s in segs_one)
+    text_two = " ".join(s.text for s in segs_two)
+    assert wer(text_one, text_two) <= 0.02
+    refs = " ".join(ref for _ in range(3) for _, ref in clips)
+    assert wer(refs, text_two) <= WER_BOUND
+    assert seen and seen == sorted(seen) and seen[-1] <= audio.size / SAMPLE_RATE + 0.05

@@ -137,3 +137,24 @@ def test_on_topic_sponsor_turn_without_the_word_sponsor_is_dropped() -> None:
     segs = [TimedText(i * 30.0, i * 30.0 + 25.0, t) for i, t in enumerate(turns)]
     texts = [p.text for p in extract_passages(segs)]
     assert len(texts) == 1 and texts[0].startswith("Index funds charge far less")
+
+
+def test_answer_opening_on_a_bare_reply_keeps_the_claim_after_it() -> None:
+    # "It does, because ..." leans on the host's question; the sentences after it stand alone.
+    turns = [
+        "Does paying kids to read actually make them read more?",
+        "It does, because a cash reward makes the first few books feel worth the effort. "
+        "Paying children per book doubled the number of books they finished in one district trial. "
+        "A year after the payments stopped, they were reading less than children who had never been paid.",
+    ]
+    segs = [TimedText(i * 20.0, i * 20.0 + 18.0, t) for i, t in enumerate(turns)]
+    passages = extract_passages(segs)  # before: the whole answer was dropped for its dangling opener
+    assert len(passages) == 1
+    assert passages[0].text.startswith("Paying children per book doubled")
+    assert passages[0].start > 20.0  # times follow the sentences kept, not the whole turn
+
+
+def test_dangling_passage_without_a_standalone_rest_is_still_dropped() -> None:
+    turns = ["So what happened next?", "That was the thing. It changed everything for us, honestly, in the end."]
+    segs = [TimedText(i * 10.0, i * 10.0 + 8.0, t) for i, t in enumerate(turns)]
+    assert extract_passages(segs) == []

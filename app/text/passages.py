@@ -192,6 +192,16 @@ def _chunks(run: list[int], sentences: Sequence[Sentence], feats: Sequence[Sente
     return chunks
 
 
+def _passage_claim(chunk: Sequence[int], claims: Sequence[float], feats: Sequence[SentenceFeatures]) -> float:
+    """Word-weighted claim score of a run of sentences; -1 when it is too short to stand as a passage."""
+    words = sum(feats[i].words for i in chunk)
+    if words < MIN_WORDS:
+        return -1.0
+    claim = sum(claims[i] * feats[i].words for i in chunk) / words
+    # A passage opening on a reference to something we did not keep cannot stand alone.
+    return claim - 0.2 if feats[chunk[0]].dangling else claim
+
+
 def extract_passages(segments: Sequence[TimedText], *, ad_sim: Sequence[float] | None = None) -> list[Passage]:
     """Candidate insights of a transcript, in order. `ad_sim`: optional extra ad evidence per sentence."""
     sentences = split_segments(segments)
@@ -268,15 +278,17 @@ def extract_passages(segments: Sequence[TimedText], *, ad_sim: Sequence[float] |
             # best-argued 1-3 sentences (ASR runs, which may hold several answers, are still cut).
             chunks = [max(chunks, key=lambda c: sum(claims[i] * feats[i].words for i in c))]
         for chunk in chunks:
-            words = sum(feats[i].words for i in chunk)
-            if words < MIN_WORDS:
-                continue
-            claim = sum(claims[i] * feats[i].words for i in chunk) / words
-            # A passage opening on a reference to something we did not keep cannot stand alone.
-            if feats[chunk[0]].dangling:
-                claim -= 0.2
+            claim = _passage_claim(chunk, claims, feats)
+            if claim < KEEP_PASSAGE and len(chunk) > 1 and feats[chunk[0]].dangling:
+                # "It does, because ..." answers a question we dropped; the sentences after it may still
+                # make the claim on their own.
+                rest = chunk[1:]
+                rest_claim = _passage_claim(rest, claims, feats)
+                if rest_claim >= KEEP_PASSAGE:
+                    chunk, claim = rest, rest_claim
             if claim < KEEP_PASSAGE:
                 continue
+            words = sum(feats[i].words for i in chunk)
             subst = sum(substance(feats[i]) * feats[i].words for i in chunk) / words
             out.append(
                 Passage(

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,31 @@ from app.asr.weights import ct2_model
 def default_cpu_threads() -> int:
     # CTranslate2 scales to physical cores; more threads than cores only adds contention.
     return max(1, os.cpu_count() or 1)
+
+
+def cpu_layout(total_threads: int) -> tuple[int, int]:
+    """(workers, threads per worker) for `total_threads` CPU threads.
+
+    Why workers and not one multi-threaded model: Whisper's decoder steps are tiny matrix-vector products, and
+    a second thread *slows* them down (CTranslate2, tiny.en int8, 2 cores: 7.0 ms per beam-2 step with 2 threads,
+    3.7 ms with 1), while the encoder scales well either way. So windows are split between independent
+    single-threaded workers (up to 4; more threads go to each worker's encoder) that run side by side.
+    """
+    total = max(1, total_threads)
+    workers = min(total, 4)
+    return workers, max(1, total // workers)
+
+
+def split_even(items: Sequence[Any], parts: int) -> list[list[Any]]:
+    """`items` cut into at most `parts` contiguous runs whose lengths differ by at most one (order kept)."""
+    parts = max(1, min(parts, len(items)))
+    size, extra = divmod(len(items), parts)
+    out, at = [], 0
+    for i in range(parts):
+        n = size + (1 if i < extra else 0)
+        out.append(list(items[at : at + n]))
+        at += n
+    return out
 
 
 class _SilencePadded:
@@ -67,6 +94,9 @@ class FasterWhisperEngine:
         self.compute_type = compute_type
         self.batch_size = batch_size
         self.cpu_threads = cpu_threads or default_cpu_threads()
+        # On CPU, windows are decoded by `workers` single-threaded CTranslate2 workers side by side.
+        parallel = device == "cpu" and batch_size > 1
+        self.workers, self.threads_per_worker = cpu_layout(self.cpu_threads) if parallel else (1, self.cpu_threads)
         self.vad = vad
         self.beam_size = beam_size
         if batch_size <= 1:
@@ -85,8 +115,8 @@ class FasterWhisperEngine:
                 ct2_model(self.model_name),
                 device=self.device,
                 compute_type=self.compute_type,
-                cpu_threads=self.cpu_threads,
-                num_workers=1,
+                cpu_threads=self.threads_per_worker,
+                num_workers=self.workers,  # CTranslate2 workers: concurrent calls from our threads run in parallel
             )
             if self.batch_size > 1:
                 self._model.feature_extractor = _SilencePadded(self._model.feature_extractor)
@@ -96,7 +126,47 @@ class FasterWhisperEngine:
         self._load()
         # Real-ish input (noise) rather than zeros: VAD must find "speech" so the decoder runs too.
         rng = np.random.default_rng(0)
-        self.transcribe((rng.standard_normal(SAMPLE_RATE * 3) * 0.1).astype(np.float32))
+        noise = (rng.standard_normal(SAMPLE_RATE * 3 * self.workers) * 0.1).astype(np.float32)
+        if self.workers > 1:  # one window per worker, so each CTranslate2 worker has run once
+            windows = [(3.0 * i, 3.0 * (i + 1)) for i in range(self.workers)]
+            list(self._decode_windows(noise, windows, dict(language="en", without_timestamps=False), None))
+        else:
+            self.transcribe(noise)
+
+    def _decode_windows(
+        self,
+        audio: np.ndarray,
+        windows: Sequence[tuple[float, float]],
+        options: dict[str, Any],
+        progress: Progress | None,
+    ) -> Iterator[Any]:
+        """Segments of `windows`, in order: contiguous runs of windows go to the workers in parallel, each run
+        decoded batch_size windows at a time by its own BatchedInferencePipeline (which keeps per-call state)."""
+        from faster_whisper import BatchedInferencePipeline
+
+        runs = split_even(windows, self.workers)
+        done = [0.0] * len(runs)
+        lock = threading.Lock()
+
+        def decode(index: int) -> list[Any]:
+            pipeline = BatchedInferencePipeline(self._model)
+            clips = [{"start": s, "end": e} for s, e in runs[index]]
+            segments, _info = pipeline.transcribe(audio, batch_size=self.batch_size, clip_timestamps=clips, **options)
+            out = []
+            for seg in segments:
+                out.append(seg)
+                if progress is not None:
+                    with lock:  # audio seconds done over all runs, so the bar only moves forward
+                        done[index] = float(seg.end) - runs[index][0][0]
+                        progress(sum(done))
+            return out
+
+        if len(runs) == 1:
+            yield from decode(0)
+            return
+        with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="asr") as pool:
+            for result in pool.map(decode, range(len(runs))):
+                yield from result
 
     def transcribe(
         self, audio: np.ndarray, *, word_timestamps: bool = False, progress: Progress | None = None
@@ -125,10 +195,8 @@ class FasterWhisperEngine:
                 )
                 if not windows:
                     return []  # nothing above the noise floor: no text over silence
-                clips = [{"start": s, "end": e} for s, e in windows]
-                segments, _info = self._pipeline.transcribe(
-                    audio, batch_size=self.batch_size, clip_timestamps=clips, **common
-                )
+                segments = self._decode_windows(audio, windows, common, progress)
+                progress = None  # _decode_windows reports progress itself
         else:
             segments, _info = self._model.transcribe(audio, vad_filter=self.vad == "silero", **common)
         out: list[Segment] = []
