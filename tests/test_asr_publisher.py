@@ -121,8 +121,21 @@ def test_kind_sniffed_when_the_feed_gives_no_type() -> None:
 
 @pytest.mark.parametrize(
     ("data", "mime"),
-    [(b"WEBVTT\n\n", "text/vtt"), (b"{not json", "application/json"), (b'{"version": "1"}', "application/json")],
+    [
+        (b"WEBVTT\n\n", "text/vtt"),
+        (b"{not json", "application/json"),
+        (b'{"version": "1"}', "application/json"),
+        # Binary bytes (here a PNG header and pseudo-random data) are not a plain-text transcript.
+        (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8, None),
+        (bytes((i * 73 + 11) % 256 for i in range(4096)), "text/plain"),
+    ],
 )
 def test_empty_or_broken_transcripts_are_permanent_errors(data: bytes, mime: str) -> None:
     with pytest.raises(PermanentError):
         publisher.parse(data, mime)
+
+
+def test_text_with_a_few_odd_characters_is_still_text() -> None:
+    data = "Host: Welcome back.\n\nGuest: Glad to be here \u2014 caf\u00e9 talk.\x0c\n".encode()
+    kind, segs = publisher.parse(data, None)
+    assert kind == "text" and len(segs) == 2

@@ -19,7 +19,7 @@ from app.delivery import Outcome
 from app.delivery import send_delivery as deliver
 from app.errors import PermanentError, TransientError
 from app.models import Episode, EpisodeStatus, utcnow
-from app.pipeline import audio, briefs, embeddings, feeds, insights, mail, schedule, transcripts
+from app.pipeline import audio, briefs, embeddings, feeds, insights, lease, mail, schedule, transcripts
 from workers.celery_app import celery_app
 
 log = logging.getLogger(__name__)
@@ -98,17 +98,41 @@ def transcribe(self: Task, episode_id: int) -> None:
             dispatch_episode(episode_id)
         return
     try:
-        result = transcripts.run(job)
+        # The run may outlast the lease (settings.asr_lease_seconds): keep renewing it while it works.
+        with lease.Heartbeat(episode_id, owner):
+            result = transcripts.run(job)
         with session_scope() as session:
             transcripts.store(session, job, result, owner=owner)
     except transcripts.LeaseLost as exc:
         # Our lease expired and another worker took the episode over: its result wins, ours is dropped.
         log.warning("episode %s: %s", episode_id, exc.reason)
         return
+    except transcripts.PublisherUnusable as exc:
+        # The feed's transcript is broken (404, garbage) and no audio was fetched: use the enclosure instead.
+        _fall_back_to_audio(self, job, owner, exc)
+        return
     except (TransientError, PermanentError) as exc:
+        with session_scope() as session:
+            transcripts.release(session, episode_id, owner=owner)
         _retry_or_fail(self, episode_id, exc)
         return
     extract_insights.delay(episode_id)
+
+
+def _fall_back_to_audio(task: Task, job: transcripts.TranscriptJob, owner: str, exc: PermanentError) -> None:
+    try:
+        with session_scope() as session:
+            to_audio = transcripts.fall_back_to_audio(session, job, exc.reason, owner=owner)
+    except transcripts.LeaseLost as lost:
+        log.warning("episode %s: %s", job.episode_id, lost.reason)
+        return
+    except PermanentError as gone:
+        _retry_or_fail(task, job.episode_id, gone)
+        return
+    if to_audio:
+        download_audio.delay(job.episode_id)
+    else:
+        _retry_or_fail(task, job.episode_id, PermanentError(f"{exc.reason}; and no audio enclosure to fall back on"))
 
 
 # --- insights and embeddings (ml queue) ------------------------------------------------------------------

@@ -52,10 +52,25 @@ def detect_kind(mime: str | None, data: bytes) -> str:
     return "text"
 
 
+MAX_BINARY_SHARE = 0.02
+
+
+def _binary_share(text: str) -> float:
+    """Share of characters that no transcript contains: undecodable bytes and control characters."""
+    if not text:
+        return 0.0
+    bad = sum(1 for ch in text if ch == "\ufffd" or (ord(ch) < 32 and ch not in "\n\r\t\f"))
+    return bad / len(text)
+
+
 def parse(data: bytes, mime: str | None = None) -> tuple[str, list[Segment]]:
     """(kind, segments) for a publisher transcript; PermanentError when it holds no usable text."""
     kind = detect_kind(mime, data)
     text = data.decode("utf-8-sig", errors="replace")
+    if _binary_share(text) > MAX_BINARY_SHARE:
+        # Bytes that are not text (an image, a zip, a truncated binary) would otherwise pass as a "text"
+        # transcript full of control characters and replacement marks, and skip Whisper.
+        raise PermanentError(f"publisher transcript ({kind}) is not text")
     parsers = {"vtt": parse_vtt, "srt": parse_srt, "json": parse_json, "html": parse_html, "text": parse_text}
     segments = parsers[kind](text)
     segments = [s for s in segments if s.text]

@@ -120,6 +120,7 @@ def download(session: Session, episode_id: int) -> bool:
     episode.audio_path = str(result.path)
     episode.duration_seconds = duration
     episode.status = EpisodeStatus.DOWNLOADED
-    episode.error = None
+    # `error` is left alone: a note from before (why the publisher transcript was not used) stays for the
+    # operator, and the transcript stage clears any stale reason when it stores.
     log.info("episode %s: %d bytes of %s, %.0f s", episode.id, result.size, result.sniffed, duration)
     return True

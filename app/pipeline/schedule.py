@@ -121,7 +121,8 @@ def stalled_episodes(session: Session, now: dt.datetime | None = None, limit: in
         if ep.attempts > settings.max_attempts:
             stalled_at = ep.status
             ep.status = EpisodeStatus.FAILED
-            ep.error = ep.error or f"gave up after {settings.max_attempts} attempts (stalled at {stalled_at})"
+            gave_up = f"gave up after {settings.max_attempts} attempts (stalled at {stalled_at})"
+            ep.error = f"{gave_up}; earlier: {ep.error}"[:2000] if ep.error else gave_up
             continue
         ids.append(ep.id)
     return ids

@@ -12,6 +12,11 @@ Three steps so the long one holds no database transaction:
   run(job)             fetches/parses or transcribes, with no session at all (minutes of CPU/GPU).
   store(session, ...)  writes the rows, refusing if another worker took the lease over meanwhile.
 A worker that dies mid-run leaves a lease that expires after settings.asr_lease_seconds; then another may claim.
+While run() works the task keeps the lease alive with app.pipeline.lease.Heartbeat (renewed every lease/3).
+
+A publisher transcript that turns out unusable (404, garbage) with no audio on disk yet raises PublisherUnusable;
+the task then calls fall_back_to_audio(), which records why on the episode (Episode.error, kept once transcribed),
+forgets the transcript link and leaves the episode `new`, for the audio download stage and Whisper.
 """
 
 from __future__ import annotations
@@ -38,6 +43,14 @@ _CLAIMABLE = (EpisodeStatus.NEW, EpisodeStatus.DOWNLOADED)
 
 class LeaseLost(PipelineError):
     """Another worker took this episode's lease over (ours expired): drop our result, it will store its own."""
+
+
+class PublisherUnusable(PermanentError):
+    """The publisher transcript can't be used (404, unparsable) and there is no audio yet: try the enclosure."""
+
+
+# Episode.error while (and after) the episode is transcribed from audio instead of its publisher transcript.
+FALLBACK_NOTE = "publisher transcript unusable"
 
 
 @dataclass(frozen=True)
@@ -103,7 +116,8 @@ def run(job: TranscriptJob) -> TranscriptResult:
             return _publisher(job.transcript_url, job.transcript_type)
         except PermanentError as exc:
             if not job.audio_path:
-                raise
+                # No audio downloaded (the task routed straight here): the task falls back to the enclosure.
+                raise PublisherUnusable(exc.reason) from exc
             log.warning("episode %s: publisher transcript unusable (%s); using Whisper", job.episode_id, exc.reason)
     if not job.audio_path:
         raise PermanentError("no audio and no publisher transcript")
@@ -121,6 +135,44 @@ def _publisher(url: str, declared_type: str | None) -> TranscriptResult:
     mime = declared_type or response.headers.get("content-type")
     kind, segments = publisher.parse(response.content, mime)
     return TranscriptResult(segments=segments, source=f"publisher:{kind}")
+
+
+def release(session: Session, episode_id: int, *, owner: str) -> bool:
+    """Give the lease up (before a retry): the retry may run in another worker process, under another owner,
+    and must not wait for our lease to expire. Only a lease that is still ours is cleared."""
+    done = session.execute(
+        update(Episode)
+        .where(Episode.id == episode_id, Episode.lease_owner == owner)
+        .values(lease_owner=None, lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(done.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def fall_back_to_audio(session: Session, job: TranscriptJob, reason: str, *, owner: str) -> bool:
+    """After PublisherUnusable: record why, forget the transcript link, release the lease, leave the episode `new`.
+
+    True when the episode should go to the audio download stage; False when there is no enclosure to fall back
+    on (the caller fails the episode). Raises LeaseLost if another worker holds the lease now.
+    """
+    episode = session.get(Episode, job.episode_id, populate_existing=True, with_for_update=True)
+    if episode is None:
+        raise PermanentError(f"episode {job.episode_id} is gone")
+    if episode.lease_owner != owner:
+        raise LeaseLost(f"episode {job.episode_id}: lease now held by {episode.lease_owner or 'nobody'}")
+    if not episode.enclosure_url:
+        return False
+    note = f"{FALLBACK_NOTE} ({reason}): {episode.transcript_url}; transcribing the audio instead"
+    log.warning("episode %s: %s", episode.id, note)
+    episode.error = note[:2000]
+    # Forgotten for processing: claim(), run() and the task's routing all go by transcript_url. feeds.poll never
+    # rewrites a known episode, so the link does not come back; the URL is kept in the note above.
+    episode.transcript_url = None
+    episode.transcript_type = None
+    episode.lease_owner = None
+    episode.lease_until = None
+    session.flush()
+    return True
 
 
 def store(session: Session, job: TranscriptJob, result: TranscriptResult, *, owner: str) -> int:
@@ -150,7 +202,8 @@ def store(session: Session, job: TranscriptJob, result: TranscriptResult, *, own
     if episode.duration_seconds is None and result.duration is not None:
         episode.duration_seconds = result.duration
     episode.status = EpisodeStatus.TRANSCRIBED
-    episode.error = None
+    if not (episode.error or "").startswith(FALLBACK_NOTE):  # keep why the publisher transcript was not used
+        episode.error = None
     episode.lease_owner = None
     episode.lease_until = None
     session.flush()
