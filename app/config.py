@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     asr_device: str = "auto"  # auto | cpu | cuda
     asr_compute_type: str = "int8"
     asr_batch_size: int = 8
+    # faster-whisper's encoder on CPU: auto (the int8 ONNX export when it can be made, else CTranslate2's),
+    # onnx (fail if it can't), ctranslate2.
+    asr_cpu_encoder: str = "auto"
     asr_max_audio_seconds: float = 4 * 3600.0
     asr_lease_seconds: int = 3600
 

@@ -41,17 +41,21 @@ BENCH_ENGINES = {
     # Variants of the production CPU engine, to show what each choice costs or buys.
     "faster-whisper-greedy": "faster-whisper",
     "faster-whisper-silero": "faster-whisper",
+    "faster-whisper-ct2-encoder": "faster-whisper",
 }
 # Attributes set on the built engine for the variants above.
 _VARIANTS: dict[str, dict[str, object]] = {
     "openai-whisper-batched-looprules": {"vectorised_rules": False},
     "faster-whisper-greedy": {"beam_size": 1},
     "faster-whisper-silero": {"vad": "silero"},
+    # CTranslate2's own encoder instead of the int8 ONNX one (app.asr.onnx_encoder).
+    "faster-whisper-ct2-encoder": {"encoder": "ctranslate2"},
 }
 DEFAULT_ENGINES = (
     BASELINE,
     "openai-whisper-batched",
     "faster-whisper",
+    "faster-whisper-ct2-encoder",
     "faster-whisper-greedy",
     "faster-whisper-sequential",
 )
@@ -186,6 +190,8 @@ def bench(
             "wer": None if wer_value is None else round(wer_value, 4),
             "cpu_seconds": round(cpu, 3),
         }
+        if getattr(engine, "encoder_used", ""):
+            results[name]["encoder"] = engine.encoder_used  # type: ignore[attr-defined]
         print(f"bench: {name}: {results[name]}", file=log, flush=True)
 
     base_wall = results.get(BASELINE, {}).get("wall_seconds")

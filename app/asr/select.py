@@ -30,6 +30,7 @@ class EngineSpec:
     compute_type: str
     batch_size: int
     cache_dir: str
+    encoder: str = "auto"  # faster-whisper on CPU: auto | onnx | ctranslate2 (app.asr.onnx_encoder)
 
 
 def cuda_available() -> bool:
@@ -73,6 +74,7 @@ def resolve(
         compute_type=compute_type,
         batch_size=batch_size or s.asr_batch_size,
         cache_dir=str(s.models_dir / "openai-whisper"),
+        encoder=s.asr_cpu_encoder,
     )
 
 
@@ -83,7 +85,14 @@ def build(spec: EngineSpec) -> Engine:
         from app.asr.engines.faster import FasterWhisperEngine
 
         batch = 1 if spec.engine == "faster-whisper-sequential" else spec.batch_size
-        return FasterWhisperEngine(spec.model, device=spec.device, compute_type=spec.compute_type, batch_size=batch)
+        return FasterWhisperEngine(
+            spec.model,
+            device=spec.device,
+            compute_type=spec.compute_type,
+            batch_size=batch,
+            encoder=spec.encoder,
+            cache_dir=Path(spec.cache_dir),
+        )
     from app.asr.engines.openai import OpenAIWhisperEngine
 
     mode = "sequential" if spec.engine == "openai-whisper-sequential" else "batched"

@@ -9,10 +9,12 @@ previous window, so one bad window can't derail the rest of a long episode.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,9 @@ from app.asr.audio import SAMPLE_RATE
 from app.asr.engines.base import Progress
 from app.asr.types import Segment, Word
 from app.asr.weights import ct2_model
+
+log = logging.getLogger(__name__)
+ENCODERS = ("auto", "onnx", "ctranslate2")
 
 
 def default_cpu_threads() -> int:
@@ -86,9 +91,13 @@ class FasterWhisperEngine:
         cpu_threads: int | None = None,
         vad: str = "energy",
         beam_size: int = 2,
+        encoder: str = "auto",
+        cache_dir: Path | None = None,
     ) -> None:
         if vad not in ("energy", "silero", "none"):
             raise ValueError(f"unknown vad {vad!r}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"unknown encoder {encoder!r} (choose from {', '.join(ENCODERS)})")
         self.model_name = model
         self.device = device
         self.compute_type = compute_type
@@ -99,6 +108,11 @@ class FasterWhisperEngine:
         self.workers, self.threads_per_worker = cpu_layout(self.cpu_threads) if parallel else (1, self.cpu_threads)
         self.vad = vad
         self.beam_size = beam_size
+        # auto: the int8 ONNX encoder on CPU when it can be exported here (a local CTranslate2 model and a cache
+        # folder), else CTranslate2's own. encoder_used says which one runs once the model is loaded.
+        self.encoder = encoder
+        self.cache_dir = cache_dir
+        self.encoder_used = ""
         if batch_size <= 1:
             self.name = "faster-whisper-sequential"
         self._model: Any = None
@@ -120,7 +134,32 @@ class FasterWhisperEngine:
             )
             if self.batch_size > 1:
                 self._model.feature_extractor = _SilencePadded(self._model.feature_extractor)
+            self.encoder_used = "ctranslate2"
+            if self.encoder == "onnx" or (self.encoder == "auto" and self.device == "cpu"):
+                self._swap_encoder()
             self._pipeline = BatchedInferencePipeline(self._model)
+
+    def _swap_encoder(self) -> None:
+        from app.asr import onnx_encoder
+        from app.asr.weights import openai_checkpoint
+
+        try:
+            if self.cache_dir is None:
+                raise RuntimeError("no cache folder for the exported encoder")
+            checkpoint = Path(openai_checkpoint(self.model_name, self.cache_dir))
+            if not checkpoint.is_file():
+                raise RuntimeError(f"{self.model_name} is not a local model")
+            encoder = onnx_encoder.OnnxEncoder(
+                onnx_encoder.export(checkpoint, self.cache_dir), threads=self.cpu_threads
+            )
+        except Exception as exc:
+            if self.encoder == "onnx":
+                raise
+            # auto: CTranslate2's encoder gives the same text, a little slower (docs/benchmarks.md).
+            log.warning("ONNX Whisper encoder unavailable (%s: %s); using CTranslate2's", type(exc).__name__, exc)
+            return
+        self._model.model = onnx_encoder.EncoderSwap(self._model.model, encoder)
+        self.encoder_used = "onnx-int8"
 
     def warm_up(self) -> None:
         self._load()

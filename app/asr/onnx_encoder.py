@@ -1,0 +1,108 @@
+"""Whisper's audio encoder on ONNX Runtime with int8 weights, feeding CTranslate2's decoder.
+
+Why: once windows are decoded by parallel single-threaded workers (app.asr.engines.faster), the encoder is most
+of CPU transcription time: it always runs on 30 s of frames. CTranslate2's int8 encoder takes ~155-185 ms per
+window on 2 AVX-512 cores; ONNX Runtime's int8 kernels (VNNI) take ~100-125 ms for the same weights
+(docs/benchmarks.md). CTranslate2's `Whisper.generate` accepts encoder output in place of log-mel features, so
+only the encoder changes hands: decoding, timestamps, beam search and the batched pipeline stay as they are.
+
+The export runs once per model: the openai-whisper checkpoint (itself converted from the same CTranslate2 weights,
+app.asr.weights) -> torch AudioEncoder -> ONNX -> dynamic int8 quantisation with per-output-channel scales, the
+grid CTranslate2's int8 weights were on. Cached under models_dir next to the checkpoint; written to a temp name
+and renamed, so two workers exporting at once both end up with a whole file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EXPORT_VERSION = "1"  # bump when the recipe changes, so stale caches are not reused
+_lock = threading.Lock()
+log = logging.getLogger(__name__)
+
+
+def _temp_beside(dest: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def export(checkpoint: Path, cache_dir: Path) -> Path:
+    """The int8 ONNX encoder for an openai-whisper checkpoint (.pt), exported on first use; returns its path."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    dest = cache_dir / f"{checkpoint.stem}-encoder-v{EXPORT_VERSION}-int8.onnx"
+    with _lock:
+        if dest.is_file():
+            return dest
+        import torch
+        import whisper
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        model = whisper.load_model(str(checkpoint), device="cpu")
+        encoder = model.encoder.eval()
+        mels = torch.zeros((1, model.dims.n_mels, 2 * model.dims.n_audio_ctx))
+        fp32 = _temp_beside(dest)
+        int8 = _temp_beside(dest)
+        try:
+            with torch.no_grad():
+                # The TorchScript exporter (dynamo=False) needs neither onnxscript nor a network.
+                torch.onnx.export(
+                    encoder,
+                    (mels,),
+                    str(fp32),
+                    input_names=["mel"],
+                    output_names=["audio_features"],
+                    dynamic_axes={"mel": {0: "batch"}, "audio_features": {0: "batch"}},
+                    opset_version=17,
+                    dynamo=False,
+                )
+            quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
+            os.replace(int8, dest)
+        finally:
+            fp32.unlink(missing_ok=True)
+            int8.unlink(missing_ok=True)
+    log.info("exported the int8 ONNX Whisper encoder to %s", dest)
+    return dest
+
+
+class OnnxEncoder:
+    """(batch, n_mels, 3000) log-mel -> (batch, 1500, d_model) audio features, float32."""
+
+    def __init__(self, path: Path, *, threads: int) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        # Concurrent calls (one per decoding worker) each get all threads: measured faster on 2 cores than a
+        # lock that lets one encoder run at a time, because the other worker is meanwhile in its 1-thread decode.
+        opts.intra_op_num_threads = max(1, threads)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.path = path
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        (features,) = self.session.run(["audio_features"], {"mel": np.ascontiguousarray(mel, dtype=np.float32)})
+        return np.ascontiguousarray(features, dtype=np.float32)
+
+
+class EncoderSwap:
+    """Stands in for a `ctranslate2.models.Whisper`: `encode` runs the ONNX encoder, the rest is CTranslate2's."""
+
+    def __init__(self, model: Any, encoder: OnnxEncoder) -> None:
+        self._model = model
+        self._encoder = encoder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def encode(self, features: Any, to_cpu: bool = False) -> Any:
+        import ctranslate2
+
+        mel = np.asarray(features, dtype=np.float32)  # a CPU StorageView exposes the array interface
+        return ctranslate2.StorageView.from_array(self._encoder(mel))

@@ -1,0 +1,77 @@
+"""The int8 ONNX Whisper encoder: exported once, close to the torch encoder, same words through CTranslate2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.asr.audio import load_audio
+from app.asr.engines.faster import FasterWhisperEngine
+from app.asr.hygiene import clean_segments
+from app.asr.onnx_encoder import OnnxEncoder, export
+from app.asr.weights import openai_checkpoint
+from app.asr.wer import corpus_wer, find_reference, wer
+
+SPEECH = Path(__file__).parent / "data" / "speech"
+CLIPS = ["jfk.mp3", "sense_and_sensibility_01_austen_64kb-0880.wav", "sense_and_sensibility_01_austen_64kb-0930.wav"]
+
+
+@pytest.fixture(scope="module")
+def cache(model_cache: Path) -> Path:
+    folder = model_cache / "openai-whisper"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def _text(engine: FasterWhisperEngine, audio: np.ndarray) -> str:
+    return " ".join(s.text for s in clean_segments(engine.transcribe(audio)))
+
+
+@pytest.mark.slow
+def test_export_is_cached_and_close_to_the_torch_encoder(cache: Path) -> None:
+    import torch
+    import whisper
+
+    checkpoint = Path(openai_checkpoint("tiny.en", cache))
+    path = export(checkpoint, cache)
+    stamp = path.stat().st_mtime_ns
+    assert export(checkpoint, cache) == path and path.stat().st_mtime_ns == stamp  # made once
+    assert not list(cache.glob("*.tmp"))  # no temp files left behind
+
+    model = whisper.load_model(str(checkpoint), device="cpu")
+    audio = whisper.pad_or_trim(load_audio(SPEECH / "jfk.mp3"))
+    mel = whisper.log_mel_spectrogram(torch.from_numpy(audio))[None]
+    with torch.no_grad():
+        ref = model.encoder(mel).numpy()
+    got = OnnxEncoder(path, threads=2)(mel.numpy())
+    assert got.shape == ref.shape == (1, 1500, model.dims.n_audio_state)
+    cos = (got * ref).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(ref, axis=-1))
+    assert float(cos.mean()) > 0.98  # int8 weights: close to, not equal to, the float encoder
+
+
+@pytest.mark.slow
+def test_onnx_encoder_gives_the_words_of_ctranslate2s(cache: Path) -> None:
+    onnx = FasterWhisperEngine("tiny.en", batch_size=4, encoder="onnx", cache_dir=cache)
+    ct2 = FasterWhisperEngine("tiny.en", batch_size=4, encoder="ctranslate2", cache_dir=cache)
+    pairs = []
+    for name in CLIPS:
+        audio = load_audio(SPEECH / name)
+        ref = find_reference(SPEECH / name)
+        assert ref
+        pairs.append((ref, _text(onnx, audio), _text(ct2, audio)))
+    assert (onnx.encoder_used, ct2.encoder_used) == ("onnx-int8", "ctranslate2")
+    assert corpus_wer([(ref, a) for ref, a, _ in pairs]) <= 0.12
+    assert wer(" ".join(b for _, _, b in pairs), " ".join(a for _, a, _ in pairs)) <= 0.1
+
+
+def test_auto_falls_back_to_ctranslate2_without_a_cache_folder() -> None:
+    engine = FasterWhisperEngine("tiny.en", encoder="auto", cache_dir=None)
+    engine._load()
+    assert engine.encoder_used == "ctranslate2"
+
+
+def test_unknown_encoder_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown encoder"):
+        FasterWhisperEngine("tiny.en", encoder="tensorrt")
