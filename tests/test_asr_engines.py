@@ -6,6 +6,7 @@ through the same code; scripts/gpu_bench.sh runs it on CUDA.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,93 @@ def test_faster_whisper_parallel_workers_match_one_worker(clips: list[tuple[np.n
     refs = " ".join(ref for _ in range(3) for _, ref in clips)
     assert wer(refs, text_two) <= WER_BOUND
     assert seen and seen == sorted(seen) and seen[-1] <= audio.size / SAMPLE_RATE + 0.05
+
+
+def test_dropped_tails_finds_speech_left_after_the_last_segment() -> None:
+    from app.asr.chunking import dropped_tails
+
+    windows = [(0.0, 24.0), (24.5, 48.0), (50.0, 60.0)]
+    segments = [(0.0, 10.0), (10.0, 23.5), (24.5, 40.0)]  # window 2 stops 8 s early, window 3 said nothing
+    assert dropped_tails(windows, segments) == [(40.0, 48.0)]
+    assert dropped_tails(windows[:1], segments[:2]) == []  # 0.5 s short of the end is just the pause
+
+
+def test_faster_whisper_decodes_dropped_tails_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first pass over a window leaves its last 6 s out (as Whisper does); the tail pass says it, in order."""
+    import faster_whisper
+    from faster_whisper.transcribe import Segment as FwSegment
+
+    calls: list[list[tuple[float, float]]] = []
+
+    class Pipeline:
+        def __init__(self, model: object) -> None:
+            pass
+
+        def transcribe(self, audio: np.ndarray, *, clip_timestamps: list[dict[str, float]], **_: object):  # type: ignore[no-untyped-def]
+            spans = [(c["start"], c["end"]) for c in clip_timestamps]
+            calls.append(spans)
+            first = len(calls) == 1
+            segs = []
+            for s, e in spans:
+                end = e - 6.0 if first and e - s > 10 else e
+                segs.append(
+                    FwSegment(
+                        id=0,
+                        seek=0,
+                        start=s,
+                        end=end,
+                        text=" word" * int(2.5 * (end - s)),
+                        tokens=[],
+                        avg_logprob=-0.2,
+                        compression_ratio=1.0,
+                        no_speech_prob=0.0,
+                        words=None,
+                        temperature=0.0,
+                    )
+                )
+            return iter(segs), None
+
+    monkeypatch.setattr(faster_whisper, "BatchedInferencePipeline", Pipeline)
+    engine = FasterWhisperEngine("tiny.en", batch_size=4, cpu_threads=1, encoder="ctranslate2")
+    engine._model = object()  # loaded: transcribe() must not load the real model here
+    windows = [(0.0, 20.0), (20.5, 24.0)]
+    segs = list(engine._decode_windows(np.zeros(16000 * 25, np.float32), windows, {}, None))
+    assert calls == [windows, [(14.0, 20.0)]]  # only the long window's missing 6 s went back
+    assert [(s.start, s.end) for s in segs] == [(0.0, 14.0), (14.0, 20.0), (20.5, 24.0)]
+
+
+@dataclass(frozen=True)
+class _Seg:
+    start: float
+    end: float
+    text: str
+
+
+def test_second_pass_replaces_a_sparse_segment_only_when_the_redo_says_more() -> None:
+    from app.asr.chunking import second_pass
+
+    windows = [(0.0, 30.0)]
+    first = [_Seg(0.0, 5.0, "one two three four five six seven"), _Seg(5.0, 29.0, "I'm always wondered.")]
+    asked: list[list[tuple[float, float]]] = []
+
+    def redo(spans: list[tuple[float, float]]) -> list[_Seg]:
+        asked.append(spans)
+        return [_Seg(5.0, 16.0, "and quarantine " * 12), _Seg(16.0, 29.0, "comes from forty days " * 8)]
+
+    out = second_pass(windows, first, redo)
+    assert asked == [[(5.0, 29.0)]]
+    assert [s.start for s in out] == [0.0, 5.0, 16.0] and "always wondered" not in " ".join(s.text for s in out)
+
+    out = second_pass(windows, first, lambda spans: [_Seg(5.0, 29.0, "hm")])  # the redo is no better
+    assert out == first
+
+
+def test_second_pass_leaves_good_windows_alone() -> None:
+    from app.asr.chunking import second_pass
+
+    first = [_Seg(0.0, 8.0, "w " * 20), _Seg(8.0, 19.5, "w " * 30)]
+
+    def never(spans: list[tuple[float, float]]) -> list[_Seg]:
+        raise AssertionError(f"decoded again: {spans}")
+
+    assert second_pass([(0.0, 20.0)], first, never) == first

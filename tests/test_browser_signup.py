@@ -187,6 +187,23 @@ def browser() -> Iterator[object]:
         driver.quit()
 
 
+def _navigate(driver, element) -> None:  # type: ignore[no-untyped-def]
+    """Click a link or submit button and wait until the next page has replaced this one.
+
+    Without the wait, a find right after the click can get the old page's element, which then goes stale
+    mid-read (seen on a loaded CI machine).
+    """
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    wait = WebDriverWait(driver, 20)
+    wait.until(ec.staleness_of(old))
+    wait.until(lambda drv: drv.execute_script("return document.readyState") == "complete")
+
+
 def _shot(driver, path: Path) -> None:  # type: ignore[no-untyped-def]
     height = driver.execute_script("return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
     # Headless window size includes a little browser chrome: pad so the page bottom isn't cut off.
@@ -223,7 +240,7 @@ def test_signup_confirm_preferences_unsubscribe(
     d.find_element(By.NAME, "email").send_keys("ada@example.com")
     d.find_element(By.NAME, "interests").send_keys("sleep science, how central banks think")
     Select(d.find_element(By.NAME, "delivery_hour")).select_by_value("6")
-    d.find_element(By.CSS_SELECTOR, "form[action='/signup'] button[type=submit]").click()
+    _navigate(d, d.find_element(By.CSS_SELECTOR, "form[action='/signup'] button[type=submit]"))
     assert "Check your inbox" in d.find_element(By.TAG_NAME, "h1").text
 
     [confirmation] = read_mails(mail_sink.mail_dir)
@@ -236,13 +253,13 @@ def test_signup_confirm_preferences_unsubscribe(
         uid, secret = user.id, user.token
     assert enqueued.named("build_and_send_brief") and enqueued.named("build_and_send_brief")[0][0] == uid
 
-    d.find_element(By.LINK_TEXT, "Fine-tune preferences").click()
+    _navigate(d, d.find_element(By.LINK_TEXT, "Fine-tune preferences"))
     box = d.find_element(By.NAME, "interests")
     box.clear()
     box.send_keys("sleep science, monetary policy, databases")
     d.find_element(By.CSS_SELECTOR, f"input[name=podcasts][value='{pod_ids['Margins']}']").click()
     Select(d.find_element(By.NAME, "delivery_hour")).select_by_value("7")
-    d.find_element(By.XPATH, "//button[normalize-space()='Save preferences']").click()
+    _navigate(d, d.find_element(By.XPATH, "//button[normalize-space()='Save preferences']"))
     assert "Saved" in d.find_element(By.CSS_SELECTOR, ".alert.ok").text
     _shot(d, shots / "preferences.png")
     with session_scope() as s:
@@ -284,7 +301,7 @@ def test_signup_confirm_preferences_unsubscribe(
 
     d.get(f"{server}/u/{secret}/briefs/2026-11-26")
     assert len(d.find_elements(By.CSS_SELECTOR, ".insight")) == 5
-    d.find_elements(By.LINK_TEXT, "Related insights")[0].click()
+    _navigate(d, d.find_elements(By.LINK_TEXT, "Related insights")[0])
     related = d.find_elements(By.CSS_SELECTOR, ".insight")
     assert related and "Naps, done right" in related[0].text  # the same-topic neighbour comes first
     _shot(d, shots / "insight.png")
@@ -292,7 +309,7 @@ def test_signup_confirm_preferences_unsubscribe(
     d.get(f"{server}/unsubscribe/{secret}")
     with session_scope() as s:
         assert s.get_one(User, uid).unsubscribed_at is None  # viewing the page changes nothing
-    d.find_element(By.XPATH, "//button[normalize-space()='Unsubscribe']").click()
+    _navigate(d, d.find_element(By.XPATH, "//button[normalize-space()='Unsubscribe']"))
     assert "unsubscribed" in d.find_element(By.TAG_NAME, "h1").text
     with session_scope() as s:
         assert s.get_one(User, uid).unsubscribed_at is not None

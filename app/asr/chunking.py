@@ -1,7 +1,9 @@
 """Voice activity detection and cutting long audio into <= 30 s windows at pauses.
 
-Whisper's encoder always sees 30 s, so windows are packed close to 30 s (fewer encoder passes), but never cut
-inside speech: window edges fall in pauses. Audio outside speech is never decoded, so no text over silence.
+Whisper's encoder always sees 30 s; windows hold up to SPEECH_SECONDS (25 s) of audio, packed from whole speech
+regions (fewer encoder passes), never cut inside speech: window edges fall in pauses. Audio outside speech is
+never decoded, so no text over silence. A sentence Whisper still leaves out at a window's end is found by
+dropped_tails() and decoded again by the engines.
 
 Two detectors: an energy detector (numpy, relative to the recording's own noise floor; ~1,000x faster than
 real time) is the default, because Silero VAD (bundled with faster-whisper, onnxruntime) costs about as
@@ -11,20 +13,26 @@ much CPU as tiny.en's decoding itself on 2 cores (4.7 s for a 266 s episode); Si
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from app.asr.audio import SAMPLE_RATE
 
 WINDOW_SECONDS = 30.0
+# Speech packed into one window; the rest of its 30 s is silence. Whisper leaves out a sentence that runs close
+# to the end of its window (it expects the next window to say it): on 28 min of eval episodes, windows packed
+# to 30 s lost whole sentences (18.5 % WER vs transcribe()'s 16.7 %); at 25 s, 15.5 %, and 14.4 % with the
+# faster-whisper engine's second pass over dropped tails (docs/benchmarks.md).
+SPEECH_SECONDS = 25.0
 
 
 def speech_regions(
     audio: np.ndarray,
     *,
     min_silence_ms: int = 500,
-    max_speech_s: float = WINDOW_SECONDS - 1.0,
+    max_speech_s: float = SPEECH_SECONDS - 1.0,
     speech_pad_ms: int = 200,
     threshold: float = 0.5,
 ) -> list[tuple[float, float]]:
@@ -50,7 +58,7 @@ def energy_regions(
     audio: np.ndarray,
     *,
     min_silence_ms: int = 300,
-    max_speech_s: float = WINDOW_SECONDS - 1.0,
+    max_speech_s: float = SPEECH_SECONDS - 1.0,
     frame_ms: int = 20,
     pad_ms: int = 200,
 ) -> list[tuple[float, float]]:
@@ -106,7 +114,7 @@ def _pause_in(voiced: np.ndarray, db: np.ndarray, lo: int, hi: int) -> int:
 
 
 def pack_windows(
-    regions: Sequence[tuple[float, float]], *, max_seconds: float = WINDOW_SECONDS
+    regions: Sequence[tuple[float, float]], *, max_seconds: float = SPEECH_SECONDS
 ) -> list[tuple[float, float]]:
     """Greedily merge consecutive speech regions into windows spanning at most max_seconds."""
     windows: list[tuple[float, float]] = []
@@ -132,3 +140,80 @@ def fixed_windows(duration: float, *, max_seconds: float = WINDOW_SECONDS) -> li
         out.append((t, min(duration, t + max_seconds)))
         t += max_seconds
     return out
+
+
+TAIL_SECONDS = 2.0  # speech left after a window's last segment that is worth a second decode
+SPARSE_SECONDS = 6.0  # a segment this long ...
+SPARSE_WORDS_PER_SECOND = 1.0  # ... with fewer words than this per second skipped speech (people say 2-3/s)
+
+
+class Timed(Protocol):
+    @property
+    def start(self) -> float: ...
+    @property
+    def end(self) -> float: ...
+    @property
+    def text(self) -> str: ...
+
+
+T = TypeVar("T", bound=Timed)
+
+
+def dropped_tails(
+    windows: Sequence[tuple[float, float]], segments: Sequence[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    """(start, end) of each window's audio after its last decoded segment, where that is TAIL_SECONDS or more.
+
+    Windows end where speech ends (energy_regions), so audio left after the last segment is speech Whisper did
+    not say. A window with no segment at all is left alone: that is silence, music or noise the filters dropped.
+    """
+    tails = []
+    for start, end in windows:
+        ends = [e for s, e in segments if start - 0.5 <= s < end]
+        if ends and end - max(ends) >= TAIL_SECONDS:
+            tails.append((max(ends), end))
+    return tails
+
+
+def _words(segments: Sequence[Timed]) -> int:
+    return sum(len(s.text.split()) for s in segments)
+
+
+def is_sparse(segment: Timed) -> bool:
+    """A long segment with few words: Whisper jumped over speech ("I'm always wondered." over 24 s of an answer)."""
+    duration = segment.end - segment.start
+    return duration >= SPARSE_SECONDS and len(segment.text.split()) < SPARSE_WORDS_PER_SECOND * duration
+
+
+Spans = list[tuple[float, float]]
+
+
+def second_pass(
+    windows: Sequence[tuple[float, float]], segments: Sequence[T], decode: Callable[[Spans], list[T]]
+) -> list[T]:
+    """Decode again what the first pass over `windows` left unsaid, and merge it in time order.
+
+    Two things independent windows lose that transcribe()'s seeking recovers: the sentence at a window's end
+    that Whisper leaves for a next window (dropped_tails), and a stretch of speech covered by one long segment
+    of a few words (is_sparse). A sparse segment is replaced only if its second decode says more.
+    """
+    sparse = [i for i, seg in enumerate(segments) if is_sparse(seg)]
+    tails = dropped_tails(windows, [(s.start, s.end) for s in segments])
+    spans = tails + [(segments[i].start, segments[i].end) for i in sparse]
+    if not spans:
+        return list(segments)
+    again = decode(spans)
+    out = [seg for i, seg in enumerate(segments) if i not in sparse]
+    claimed: set[int] = set()
+    for i in sparse:
+        old = segments[i]
+        redone = [j for j, r in enumerate(again) if old.start - 0.5 <= r.start < old.end]
+        if _words([again[j] for j in redone]) > _words([old]):
+            claimed.update(redone)
+        else:
+            out.append(old)
+            claimed.update(redone)  # the weaker second try is dropped, not added twice
+            redone = []
+        out.extend(again[j] for j in redone)
+    out.extend(r for j, r in enumerate(again) if j not in claimed)
+    return sorted(out, key=lambda seg: seg.start)

@@ -27,6 +27,7 @@ from app.asr.weights import ct2_model
 
 log = logging.getLogger(__name__)
 ENCODERS = ("auto", "onnx", "ctranslate2")
+SECOND_PASS_BEAM = 5
 
 
 def default_cpu_threads() -> int:
@@ -189,14 +190,28 @@ class FasterWhisperEngine:
 
         def decode(index: int) -> list[Any]:
             pipeline = BatchedInferencePipeline(self._model)
-            clips = [{"start": s, "end": e} for s, e in runs[index]]
-            segments, _info = pipeline.transcribe(audio, batch_size=self.batch_size, clip_timestamps=clips, **options)
-            out = []
-            for seg in segments:
-                out.append(seg)
+
+            def run(spans: Sequence[tuple[float, float]], beam_size: int | None = None) -> list[Any]:
+                clips = [{"start": s, "end": e} for s, e in spans]
+                opts = options if beam_size is None else {**options, "beam_size": beam_size}
+                segments, _info = pipeline.transcribe(audio, batch_size=self.batch_size, clip_timestamps=clips, **opts)
+                return list(segments)
+
+            def rerun(spans: Sequence[tuple[float, float]]) -> list[Any]:
+                # A wider beam for the few spans decoded twice: the narrow beam already took the jump over
+                # speech once (seen: beam 2 kept "I'm always wondered." over 24 s, beam 5 said the answer).
+                return run(spans, max(SECOND_PASS_BEAM, int(options.get("beam_size") or 1)))
+
+            spans = runs[index]
+            out: list[Any] = []
+            for lo in range(0, len(spans), self.batch_size):
+                batch = spans[lo : lo + self.batch_size]
+                # What Whisper left unsaid (a window's last sentence, speech skipped under one long segment)
+                # is decoded again: transcribe() seeks back to it, independent windows never would.
+                out.extend(chunking.second_pass(batch, run(batch), rerun))
                 if progress is not None:
                     with lock:  # audio seconds done over all runs, so the bar only moves forward
-                        done[index] = float(seg.end) - runs[index][0][0]
+                        done[index] = batch[-1][1] - spans[0][0]
                         progress(sum(done))
             return out
 

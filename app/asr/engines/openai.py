@@ -107,7 +107,12 @@ class OpenAIWhisperEngine:
         segments: list[Segment] = []
         for i in range(0, len(windows), self.batch_size):
             batch = windows[i : i + self.batch_size]
-            segments.extend(self._decode_windows(audio, batch, word_timestamps=word_timestamps))
+            decoded = chunking.second_pass(
+                batch,
+                self._decode_windows(audio, batch, word_timestamps=word_timestamps),
+                lambda spans: self._decode_windows(audio, spans, word_timestamps=word_timestamps),
+            )
+            segments.extend(decoded)
             if progress is not None:
                 progress(batch[-1][1])
         return segments
