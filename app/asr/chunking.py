@@ -23,8 +23,8 @@ from app.asr.audio import SAMPLE_RATE
 WINDOW_SECONDS = 30.0
 # Speech packed into one window; the rest of its 30 s is silence. Whisper leaves out a sentence that runs close
 # to the end of its window (it expects the next window to say it): on 28 min of eval episodes, windows packed
-# to 30 s lost whole sentences (18.5 % WER vs transcribe()'s 16.7 %); at 25 s, 15.5 %, and 14.4 % with the
-# faster-whisper engine's second pass over dropped tails (docs/benchmarks.md).
+# to 30 s lost whole sentences (18.5 % WER vs transcribe()'s 16.6 %); at 25 s, 15.5 %, and 13.5 % with
+# second_pass() below (docs/benchmarks.md).
 SPEECH_SECONDS = 25.0
 
 
