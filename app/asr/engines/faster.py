@@ -191,16 +191,21 @@ class FasterWhisperEngine:
         def decode(index: int) -> list[Any]:
             pipeline = BatchedInferencePipeline(self._model)
 
-            def run(spans: Sequence[tuple[float, float]], beam_size: int | None = None) -> list[Any]:
+            def run(
+                spans: Sequence[tuple[float, float]], beam_size: int | None = None, *, again: bool = False
+            ) -> list[Any]:
                 clips = [{"start": s, "end": e} for s, e in spans]
                 opts = options if beam_size is None else {**options, "beam_size": beam_size}
-                segments, _info = pipeline.transcribe(audio, batch_size=self.batch_size, clip_timestamps=clips, **opts)
+                # A second pass goes back in time: a fresh pipeline, so the word-timestamp state that the main
+                # pass carries from window to window (last_speech_timestamp) is not applied to earlier audio.
+                runner = BatchedInferencePipeline(self._model) if again else pipeline
+                segments, _info = runner.transcribe(audio, batch_size=self.batch_size, clip_timestamps=clips, **opts)
                 return list(segments)
 
             def rerun(spans: Sequence[tuple[float, float]]) -> list[Any]:
                 # A wider beam for the few spans decoded twice: the narrow beam already took the jump over
                 # speech once (seen: beam 2 kept "I'm always wondered." over 24 s, beam 5 said the answer).
-                return run(spans, max(SECOND_PASS_BEAM, int(options.get("beam_size") or 1)))
+                return run(spans, max(SECOND_PASS_BEAM, int(options.get("beam_size") or 1)), again=True)
 
             spans = runs[index]
             out: list[Any] = []
