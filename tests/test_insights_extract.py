@@ -158,3 +158,20 @@ def test_dangling_passage_without_a_standalone_rest_is_still_dropped() -> None:
     turns = ["So what happened next?", "That was the thing. It changed everything for us, honestly, in the end."]
     segs = [TimedText(i * 10.0, i * 10.0 + 8.0, t) for i, t in enumerate(turns)]
     assert extract_passages(segs) == []
+
+
+def test_asr_sponsor_read_with_a_misheard_brand_in_a_long_segment_is_dropped() -> None:
+    # Whisper output (no speaker turns): the product sentence is one 14 s segment and spells the brand
+    # differently from the sentences that say "sponsored by" and read the web address.
+    texts = [
+        (0.0, 7.0, "Unplanned downtime on a packaging line costs roughly two hundred dollars a minute in lost output."),
+        (7.5, 9.0, "Let's take a quick break."),
+        (9.0, 12.5, "This episode is sponsored by Torquilis."),
+        (12.5, 26.5, "Torque lies make wireless vibration sensors that stick right onto your motors and pumps and "
+         "run five years on a single battery, flagging a failing bearing weeks before it breaks down."),
+        (26.5, 31.0, "Get a free sensor pilot kit at torquilise dot com slash floor."),
+        (31.0, 33.0, "Okay, back to the show."),
+    ]
+    texts_out = " ".join(p.text for p in extract_passages([TimedText(a, b, t) for a, b, t in texts]))
+    assert "Torque lies" not in texts_out and "vibration" not in texts_out
+    assert "Unplanned downtime" in texts_out  # the claim before the read stays

@@ -16,6 +16,7 @@ import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 
 from app.text.features import (
     PERSONAL,
@@ -80,8 +81,22 @@ def _brand_names(texts: Sequence[str]) -> set[str]:
     return names
 
 
+BRAND_LIKENESS = 0.8  # ASR spells a brand differently each time it hears it: "Torquilis", "Torque lies"
+
+
 def _mentions(text: str, names: set[str]) -> bool:
-    return bool(names) and any(w.lower().strip("'s") in names for w in re.findall(r"[A-Za-z0-9']+", text))
+    """Does `text` name one of the advertised brands, also as Whisper misspells it (one word or two run together)?"""
+    if not names:
+        return False
+    words = [w.lower().strip("'s") for w in re.findall(r"[A-Za-z0-9']+", text)]
+    if any(w in names for w in words):
+        return True
+    candidates = words + [a + b for a, b in itertools.pairwise(words)]
+    return any(
+        len(name) >= 5 and abs(len(c) - len(name)) <= 3 and SequenceMatcher(None, c, name).ratio() >= BRAND_LIKENESS
+        for name in names
+        for c in candidates
+    )
 
 
 def _ad_sentences(
@@ -126,12 +141,14 @@ def _ad_sentences(
             near = not turn[j] and (abs(j - i) == 1 or evidence[j] > 0)
             if near or _mentions(sentences[j].text, names):
                 is_ad[j] = True
-    # Fill gaps: a sentence between two ad sentences (within two) is part of the same read.
+    # Fill gaps: a sentence between two ad sentences (within two) is part of the same read. One sentence right
+    # between two is, even when it looks like a turn: a long Whisper segment is not a speaker turn, and nobody
+    # answers in the middle of a sponsor read.
     ad_idx = [i for i in range(n) if is_ad[i]]
     for a, b in itertools.pairwise(ad_idx):
         if 1 < b - a <= 3:
             for j in range(a + 1, b):
-                if not turn[j]:
+                if not turn[j] or b - a == 2:
                     is_ad[j] = True
     return is_ad
 
