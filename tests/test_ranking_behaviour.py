@@ -100,17 +100,6 @@ def test_adjacent_passage_of_one_episode_comes_last() -> None:
     assert len(items) == 2 and starts[1] - starts[0] > 20
 
 
-def test_contiguous_halves_of_one_answer_are_never_both_sent() -> None:
-    # A long answer cut in two by the passage length limit (no pause between the halves): even with nothing
-    # else to fill the brief, the second half is not sent as another item. A passage 0.5-5 s away still may be.
-    cat = catalogue(
-        [(unit(0, 1, noise=1), 1, 1, 0.0), (unit(0, 2, noise=2), 1, 1, 10.0), (unit(0, 3, noise=3), 1, 1, 23.0)]
-    )
-    [items] = rank_users(cat, [profile(0)], k=5)
-    starts = sorted(float(cat.start[it.row]) for it in items)
-    assert len(items) == 2 and 10.0 not in starts and 23.0 in starts
-
-
 def test_diversity_caps_an_episode_when_others_are_as_relevant() -> None:
     specs = [(unit(0, 1, noise=i + 1), 1, 1, i * 60.0) for i in range(5)]
     specs += [(unit(0, 2, noise=i + 1), 2, 2, i * 60.0) for i in range(5)]

@@ -47,7 +47,6 @@ PENALTY_EPISODE_STEP = 0.03  # per item already chosen from the same episode
 PENALTY_EPISODE_CAP = 0.15  # once two items come from one episode
 PENALTY_SHOW = 0.04  # per item already chosen from the same show
 ADJACENT_SECONDS = 5.0  # a rhetorical question inside an answer leaves a few seconds between its halves
-CONTIGUOUS_SECONDS = 0.5  # passages this close are one answer cut by the length limit, never two items
 PENALTY_ADJACENT = 0.1
 SHORTLIST_EPISODES = 6
 MAX_PER_EPISODE = 16
@@ -390,11 +389,6 @@ def _select(pool: _Pool, u: int, prof: Profile, k: int) -> list[Item]:
                 # follow each other without a gap) be the next answer: moved to the weak tier with a small
                 # penalty, not ruled out. Extraction already keeps one passage per speaker turn.
                 gap = min(abs(starts[j] - ends[bi]), abs(starts[bi] - ends[j]))
-                if gap <= CONTIGUOUS_SECONDS:
-                    # No pause at all between them: one answer cut in two by the passage length limit. Sending
-                    # both would send one thought twice.
-                    alive[j] = False
-                    continue
                 if gap <= ADJACENT_SECONDS:
                     strong[j] = False  # competes only once the clearly distinct strong items are gone
                     weak[j] += PENALTY_ADJACENT
