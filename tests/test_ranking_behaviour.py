@@ -100,6 +100,19 @@ def test_adjacent_passage_of_one_episode_comes_last() -> None:
     assert len(items) == 2 and starts[1] - starts[0] > 20
 
 
+def test_contiguous_half_of_an_answer_comes_after_weaker_passages_but_is_not_excluded() -> None:
+    # A (0-10 s) and B (10-20 s, no pause: the other half of one long answer) are on topic; C, on another
+    # show, is clearly less so. Second item: C, not B. With only A and B, both are sent (a monologue's
+    # distinct points abut too).
+    a, b = (unit(0, 1, noise=1), 1, 1, 0.0), (unit(0, 1, noise=2), 1, 1, 10.0)
+    c = (unit(0, 1, 5, noise=3), 2, 2, 0.0)  # an extra off-topic axis: less relevant than A and B
+    cat = catalogue([a, b, c])
+    [items] = rank_users(cat, [profile(0)], k=2)
+    assert [int(cat.episode[it.row]) for it in items] == [1, 2]
+    [items] = rank_users(catalogue([a, b]), [profile(0)], k=2)
+    assert len(items) == 2
+
+
 def test_diversity_caps_an_episode_when_others_are_as_relevant() -> None:
     specs = [(unit(0, 1, noise=i + 1), 1, 1, i * 60.0) for i in range(5)]
     specs += [(unit(0, 2, noise=i + 1), 2, 2, i * 60.0) for i in range(5)]

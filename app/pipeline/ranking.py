@@ -48,6 +48,8 @@ PENALTY_EPISODE_CAP = 0.15  # once two items come from one episode
 PENALTY_SHOW = 0.04  # per item already chosen from the same show
 ADJACENT_SECONDS = 5.0  # a rhetorical question inside an answer leaves a few seconds between its halves
 PENALTY_ADJACENT = 0.1
+CONTIGUOUS_SECONDS = 0.5
+PENALTY_CONTIGUOUS = 0.3
 SHORTLIST_EPISODES = 6
 MAX_PER_EPISODE = 16
 POOL = 12  # candidates per user kept for the greedy pass
@@ -391,7 +393,10 @@ def _select(pool: _Pool, u: int, prof: Profile, k: int) -> list[Item]:
                 gap = min(abs(starts[j] - ends[bi]), abs(starts[bi] - ends[j]))
                 if gap <= ADJACENT_SECONDS:
                     strong[j] = False  # competes only once the clearly distinct strong items are gone
-                    weak[j] += PENALTY_ADJACENT
+                    # With no pause at all it is most likely the other half of one long answer: taken last of
+                    # all, after weaker passages of the episode (it is not excluded: in a monologue distinct
+                    # points follow each other with no gap either).
+                    weak[j] += PENALTY_CONTIGUOUS if gap <= CONTIGUOUS_SECONDS else PENALTY_ADJACENT
                 penalty[j] += step
             if shows[j] == show:
                 penalty[j] += PENALTY_SHOW
