@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from sqlalchemy import func, select
 
 from app.db import session_scope
@@ -142,3 +143,32 @@ def test_api_key_created_and_revoked_on_the_preferences_page(site_client, enqueu
     assert site_client.get("/api/v1/me", headers=headers).status_code == 401
     # Another user's key id is not revocable from this page.
     assert site_client.post(f"/manage/{tok}/keys/999999/revoke").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/manage/{t}"),
+        ("post", "/manage/{t}"),
+        ("post", "/manage/{t}/feeds"),
+        ("get", "/manage/{t}/opml"),
+        ("post", "/manage/{t}/opml"),
+        ("get", "/manage/{t}/delete"),
+        ("post", "/manage/{t}/delete"),
+        ("post", "/manage/{t}/keys"),
+        ("post", "/manage/{t}/keys/1/revoke"),
+        ("get", "/feedback/{t}"),
+        ("post", "/feedback/{t}"),
+        ("get", "/confirm/{t}"),
+    ],
+)
+def test_every_signed_link_route_answers_a_forged_link_with_the_bad_link_page(  # type: ignore[no-untyped-def]
+    site_client, enqueued: Queue, method: str, path: str
+) -> None:
+    uid, _tok, _ = _setup()
+    forged = tokens.sign("manage", {"u": uid, "f": tokens.fingerprint("someone-else")}, ttl=100)
+    r = getattr(site_client, method)(path.format(t=forged))
+    assert r.status_code == 400 and "This link doesn" in r.text  # (the apostrophe is HTML-escaped)
+    with session_scope() as s:
+        user = s.get_one(User, uid)
+        assert user.unsubscribed_at is None and user.interests  # nothing was changed

@@ -158,10 +158,7 @@ def signup(
 def confirm(request: Request, token: str) -> HTMLResponse:
     now = dt.datetime.now(dt.UTC)
     with session_scope() as session:
-        try:
-            user = user_for_link(session, "confirm", token)
-        except tokens.TokenError as exc:
-            return bad_link(request, exc)
+        user = user_for_link(session, "confirm", token)
         if user.confirmed_at is not None:
             # Confirm links are single-use: a second click doesn't act as a sign-in link.
             return message(
@@ -223,10 +220,7 @@ def _feedback_target(session: Session, token: str) -> tuple[User, Insight, str]:
 @router.get("/feedback/{token}", response_class=HTMLResponse)
 def feedback_page(request: Request, token: str) -> HTMLResponse:
     with session_scope() as session:
-        try:
-            _user, insight, kind = _feedback_target(session, token)
-        except tokens.TokenError as exc:
-            return bad_link(request, exc)
+        _user, insight, kind = _feedback_target(session, token)
         return page(
             request,
             "feedback",
@@ -240,10 +234,7 @@ def feedback_page(request: Request, token: str) -> HTMLResponse:
 @router.post("/feedback/{token}", response_class=HTMLResponse)
 def feedback(request: Request, token: str) -> HTMLResponse:
     with session_scope() as session:
-        try:
-            user, insight, kind = _feedback_target(session, token)
-        except tokens.TokenError as exc:
-            return bad_link(request, exc)
+        user, insight, kind = _feedback_target(session, token)
         exists = session.scalar(
             select(Feedback.id).where(
                 Feedback.user_id == user.id, Feedback.insight_id == insight.id, Feedback.kind == kind
@@ -271,6 +262,13 @@ def install(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(site_account.router)
     app.include_router(site_briefs.router)
+    # A forged, expired or stale signed link (user_for_link and friends raise it): one page for every route.
+    app.add_exception_handler(tokens.TokenError, _bad_link)
+
+
+def _bad_link(request: Request, exc: Exception) -> HTMLResponse:
+    assert isinstance(exc, tokens.TokenError)  # registered for TokenError only
+    return bad_link(request, exc)
 
 
 @router.get("/robots.txt")

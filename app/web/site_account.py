@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from app.db import session_scope
 from app.models import Podcast, PodcastStatus, Subscription, User
-from app.web import site_forms, tokens
+from app.web import site_forms
 from app.web.api import keys as api_keys
-from app.web.site_common import bad_link, client_ip, enqueue, message, page, user_for_link
+from app.web.site_common import client_ip, enqueue, message, page, user_for_link
 from app.web.site_limits import mails_per_address, signup_per_ip
 
 log = logging.getLogger(__name__)
@@ -124,10 +124,7 @@ def request_link(request: Request, email: str = Form("")) -> HTMLResponse:
 @router.get("/manage/{token}", response_class=HTMLResponse)
 def preferences(request: Request, token: str) -> HTMLResponse:
     with session_scope() as session:
-        try:
-            user = user_for_link(session, "manage", token)
-        except tokens.TokenError as exc:
-            return bad_link(request, exc)
+        user = user_for_link(session, "manage", token)
         return _prefs_page(request, session, user, token)
 
 
@@ -142,10 +139,7 @@ def save_preferences(
     podcasts: list[str] = Form([]),
 ) -> HTMLResponse:
     with session_scope() as session:
-        try:
-            user = user_for_link(session, "manage", token)
-        except tokens.TokenError as exc:
-            return bad_link(request, exc)
+        user = user_for_link(session, "manage", token)
         errors: dict[str, str] = {}
         values = {}
         for name, (value, error) in (
@@ -183,10 +177,7 @@ def save_preferences(
 @router.post("/manage/{token}/feeds", response_class=HTMLResponse)
 def add_feed(request: Request, token: str, feed_url: str = Form("")) -> HTMLResponse:
     with session_scope() as session:
-        try:
-            user = user_for_link(session, "manage", token)
-        except tokens.TokenError as exc:
-            return bad_link(request, exc)
+        user = user_for_link(session, "manage", token)
         url, error = site_forms.clean_feed_url(feed_url)
         if error:
             return _prefs_page(request, session, user, token, errors={"feed_url": error}, status=422)
@@ -201,10 +192,7 @@ def add_feed(request: Request, token: str, feed_url: str = Form("")) -> HTMLResp
 @router.get("/manage/{token}/opml")
 def export_opml(request: Request, token: str) -> Response:
     with session_scope() as session:
-        try:
-            user = user_for_link(session, "manage", token)
-        except tokens.TokenError as exc:
-            return bad_link(request, exc)
+        user = user_for_link(session, "manage", token)
         rows = session.execute(
             select(Podcast.title, Podcast.feed_url)
             .join(Subscription, Subscription.podcast_id == Podcast.id)
@@ -223,10 +211,7 @@ def export_opml(request: Request, token: str) -> Response:
 def import_opml(request: Request, token: str, opml: UploadFile | None = File(None)) -> HTMLResponse:
     data = opml.file.read(site_forms.MAX_OPML_BYTES + 1) if opml is not None else b""
     with session_scope() as session:
-        try:
-            user = user_for_link(session, "manage", token)
-        except tokens.TokenError as exc:
-            return bad_link(request, exc)
+        user = user_for_link(session, "manage", token)
         try:
             urls = site_forms.parse_opml(data)
         except ValueError as exc:
@@ -241,20 +226,14 @@ def import_opml(request: Request, token: str, opml: UploadFile | None = File(Non
 @router.get("/manage/{token}/delete", response_class=HTMLResponse)
 def delete_page(request: Request, token: str) -> HTMLResponse:
     with session_scope() as session:
-        try:
-            user = user_for_link(session, "manage", token)
-        except tokens.TokenError as exc:
-            return bad_link(request, exc)
+        user = user_for_link(session, "manage", token)
         return page(request, "delete", token=token, email=user.email)
 
 
 @router.post("/manage/{token}/delete", response_class=HTMLResponse)
 def delete_account(request: Request, token: str, confirm: str = Form("")) -> HTMLResponse:
     with session_scope() as session:
-        try:
-            user = user_for_link(session, "manage", token)
-        except tokens.TokenError as exc:
-            return bad_link(request, exc)
+        user = user_for_link(session, "manage", token)
         if confirm != "yes":
             return page(request, "delete", status=422, token=token, email=user.email, error="Tick the box to confirm.")
         # Briefs, deliveries, subscriptions, feedback and API keys go with it (ON DELETE CASCADE).
@@ -272,10 +251,7 @@ def delete_account(request: Request, token: str, confirm: str = Form("")) -> HTM
 def create_key(request: Request, token: str, name: str = Form("")) -> HTMLResponse:
     """A new API key, shown on this page once; only its hash is kept."""
     with session_scope() as session:
-        try:
-            user = user_for_link(session, "manage", token)
-        except tokens.TokenError as exc:
-            return bad_link(request, exc)
+        user = user_for_link(session, "manage", token)
         plaintext, _ = api_keys.create_api_key(session, user.id, name.strip()[:200])
         return _prefs_page(
             request,
@@ -290,10 +266,7 @@ def create_key(request: Request, token: str, name: str = Form("")) -> HTMLRespon
 @router.post("/manage/{token}/keys/{key_id}/revoke", response_class=HTMLResponse)
 def revoke_key(request: Request, token: str, key_id: int) -> HTMLResponse:
     with session_scope() as session:
-        try:
-            user = user_for_link(session, "manage", token)
-        except tokens.TokenError as exc:
-            return bad_link(request, exc)
+        user = user_for_link(session, "manage", token)
         if not api_keys.revoke_api_key(session, user.id, key_id):
             return _prefs_page(request, session, user, token, errors={"key": "No such key."}, status=404)
         return _prefs_page(request, session, user, token, notice="Key revoked. It stops working at once.")
