@@ -20,8 +20,11 @@ DEV = SHARED_EVAL / "dev.json"
 INDEPENDENT = Path(__file__).parent / "data" / "eval" / "independent.json"
 
 
-def _scorer():  # the shared scorer is a script, not a package
-    spec = importlib.util.spec_from_file_location("podbrief_eval_score", SHARED_EVAL / "score.py")
+def _scorer():  # the shared scorer is a script, not a package; a verbatim copy sits beside the independent set
+    path = SHARED_EVAL / "score.py"
+    if not path.exists():
+        path = INDEPENDENT.parent / "score.py"
+    spec = importlib.util.spec_from_file_location("podbrief_eval_score", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -29,9 +32,10 @@ def _scorer():  # the shared scorer is a script, not a package
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED_EVAL / "score.py").exists(), reason="shared eval scorer not present")
 @pytest.mark.parametrize("path", [DEV, INDEPENDENT], ids=["dev", "independent"])
 def test_eval_briefs_text_meets_targets(path: Path, env, capsys: pytest.CaptureFixture[str]) -> None:
+    if not path.exists():
+        pytest.skip(f"{path} not present (the shared folder is not beside this checkout)")
     assert main(["eval", "briefs", "--dataset", str(path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     dataset = json.loads(path.read_text())
