@@ -83,7 +83,9 @@ class Settings(BaseSettings):
     asr_model: str = "tiny.en"
     asr_device: str = "auto"  # auto | cpu | cuda
     asr_compute_type: str = "int8"
-    asr_batch_size: int = 8
+    # Windows decoded together; 0 = by device: 8 on a CPU, 128 on a GPU (H100 sweep, docs/benchmarks.md: 64 rows
+    # ran at 2,750x, 105-256 at 4,600-4,770x; per-step cost there is almost independent of the row count).
+    asr_batch_size: int = 0
     # faster-whisper's encoder on CPU: auto (the int8 ONNX export when it can be made, else CTranslate2's),
     # onnx (fail if it can't), ctranslate2.
     asr_cpu_encoder: str = "auto"

@@ -5,11 +5,13 @@
 #   scripts/gpu_bench.sh run [cpu|cuda]    # there: unpack weights, bench baseline vs batched, JSON to $OUT
 #
 # The GPU machine has torch + numpy + tiktoken + numba but no openai-whisper, faster-whisper, PyAV or the
-# service's dependencies: .gpu/ carries openai-whisper (pure Python), more-itertools, the tiny.en weights packed
+# service's dependencies: .gpu/ carries openai-whisper (pure Python), more-itertools, tqdm, the tiny.en weights packed
 # small (int8 rows, unpacked to an fp16 .pt there), and 16 kHz WAV clips with their references. app.asr.bench
 # imports nothing else from the service. Send it with: run(command="scripts/gpu_bench.sh run cuda",
 # carry=[".gpu"]).  Knobs: GPU_BENCH_TILE (seconds of tiled speech, default 1200), GPU_BENCH_BATCH
-# (default 64), GPU_BENCH_REPEAT (default 1). The baseline runs at ~24-33x on an H100/H200 (README), so
+# (default: the sweep's fastest, else 128), GPU_BENCH_REPEAT (default 3, best kept; an engine starts no repeat
+# after 20 s, so the baseline runs once); GPU_BENCH_SWEEP=0 skips scripts/gpu_sweep.py (GPU_SWEEP_BATCHES,
+# default 64 128 256, over the same audio). The baseline runs at ~24-33x on an H100/H200 (README), so
 # 1200 s costs it ~50 s; the batched engines take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,8 +29,9 @@ prepare() {
     cp "$SHARED/gpu/wpack.py" "$GPU/"
     local site
     site=$("$venv_py" -c "import whisper, os; print(os.path.dirname(os.path.dirname(whisper.__file__)))")
-    rm -rf "$GPU/whisper" "$GPU/more_itertools"
-    cp -r "$site/whisper" "$site/more_itertools" "$GPU/"
+    # tqdm: whisper imports it at the top; pure Python, carried in case that machine lacks it.
+    rm -rf "$GPU/whisper" "$GPU/more_itertools" "$GPU/tqdm"
+    cp -r "$site/whisper" "$site/more_itertools" "$site/tqdm" "$GPU/"
     rm -f "$GPU/whisper/assets/multilingual.tiktoken"  # English-only model: 0.8 MB saved
     find "$GPU" -name __pycache__ -type d -prune -exec rm -rf {} +
     # The model's own alignment heads (word timestamps), beside the .pt that `run` unpacks.
@@ -59,10 +62,20 @@ print("python", platform.python_version(), "torch", torch.__version__, "cuda", t
 if torch.cuda.is_available():
     print("gpu", torch.cuda.get_device_name(0))
 PYEOF
+    # First the batched engine alone (no baseline to pay for): batch sizes x fallback modes, every decoding
+    # pass timed; it names the fastest batch size, which the bench then uses.
+    local batch=${GPU_BENCH_BATCH:-}
+    if [ "${GPU_BENCH_SWEEP:-1}" = 1 ]; then
+        "$PY" scripts/gpu_sweep.py --audio "$GPU"/audio/*.wav --device "$device" --model "$GPU/tiny.en.pt" \
+            --tile "${GPU_BENCH_TILE:-1200}" --batch-sizes ${GPU_SWEEP_BATCHES:-64 128 256} \
+            > "$out/sweep.json" 2> "$out/sweep.log" || { tail -30 "$out/sweep.log"; exit 1; }
+        [ -n "$batch" ] || batch=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['best_batch_size'])" "$out/sweep.json")
+    fi
     # One invocation: the baseline (plain transcribe()) and the batched engines time the same tiled audio.
     "$PY" -m app.asr.bench --audio "$GPU"/audio/*.wav --device "$device" --model "$GPU/tiny.en.pt" \
-        --engines openai-whisper openai-whisper-batched openai-whisper-batched-looprules \
-        --batch-size "${GPU_BENCH_BATCH:-64}" --tile "${GPU_BENCH_TILE:-1200}" --repeat "${GPU_BENCH_REPEAT:-1}" \
+        --engines openai-whisper openai-whisper-batched openai-whisper-batched-seqfallback \
+        openai-whisper-batched-looprules --batch-size "${batch:-128}" --tile "${GPU_BENCH_TILE:-1200}" \
+        --repeat "${GPU_BENCH_REPEAT:-3}" --repeat-budget 20 \
         --json > "$out/bench.json" 2> "$out/bench.log" || { tail -30 "$out/bench.log"; exit 1; }
     tail -8 "$out/bench.log"
     cat "$out/bench.json"

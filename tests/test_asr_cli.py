@@ -18,10 +18,12 @@ def test_engine_choice_follows_device_and_settings(env: Path, monkeypatch: pytes
     from app.config import reset_settings
 
     monkeypatch.setattr(select, "cuda_available", lambda: False)
-    assert select.resolve().engine == "faster-whisper"
+    spec = select.resolve()
+    assert spec.engine == "faster-whisper" and spec.batch_size == select.CPU_BATCH_SIZE
     monkeypatch.setattr(select, "cuda_available", lambda: True)
     spec = select.resolve()
     assert spec.engine == "openai-whisper-batched" and spec.device == "cuda"
+    assert spec.batch_size == select.GPU_BATCH_SIZE > select.CPU_BATCH_SIZE  # rows are nearly free on a GPU
     monkeypatch.setenv("PODBRIEF_ASR_ENGINE", "faster-whisper")
     monkeypatch.setenv("PODBRIEF_ASR_BATCH_SIZE", "4")
     reset_settings()
@@ -73,3 +75,29 @@ def test_duration_cap_refused_by_the_command(
     reset_settings()
     assert main(["transcribe", str(CLIP), "--no-progress"]) == 1
     assert "over the 2 s limit" in capsys.readouterr().err
+
+
+def test_bench_repeat_budget_runs_a_slow_engine_once() -> None:
+    import time
+
+    import numpy as np
+
+    from app.asr.bench import Clip, run_engine
+
+    class Slow:
+        device = "cpu"
+        runs = 0
+
+        def warm_up(self) -> None:
+            pass
+
+        def transcribe(self, audio: np.ndarray) -> list[object]:
+            Slow.runs += 1
+            time.sleep(0.05)
+            return []
+
+    clip = [Clip(name="x", audio=np.zeros(16000, dtype=np.float32), reference=None)]
+    run_engine(Slow(), clip, repeat=3, budget=0.01)  # type: ignore[arg-type]
+    assert Slow.runs == 1
+    run_engine(Slow(), clip, repeat=3)  # type: ignore[arg-type]
+    assert Slow.runs == 4

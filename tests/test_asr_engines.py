@@ -6,6 +6,7 @@ through the same code; scripts/gpu_bench.sh runs it on CUDA.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,7 +121,26 @@ def test_vectorised_timestamp_rules_decode_identically(
     finally:
         batched.vectorised_rules = True
     assert [r.tokens for r in fast] == [r.tokens for r in slow]
+    assert [r.avg_logprob for r in fast] == pytest.approx([r.avg_logprob for r in slow], abs=1e-5)
     assert any(t >= 50363 for r in fast for t in r.tokens)  # timestamp tokens were emitted
+
+
+def test_batched_log_mel_equals_whisper_per_window(clips: list[tuple[np.ndarray, str]]) -> None:
+    import torch
+    import whisper
+
+    from app.asr.engines.openai import batched_log_mel
+
+    audio = np.concatenate([clips[0][0], clips[1][0]])
+    end = audio.size / SAMPLE_RATE
+    # Short, long (25 s), tiny, and one running past the end of the audio.
+    windows = [(0.0, 5.5), (1.0, 26.0), (10.0, 10.3), (end - 3.0, end + 2.0)]
+    mels = batched_log_mel(torch.from_numpy(audio), windows, 80)
+    assert mels.shape == (4, 80, whisper.audio.N_FRAMES)
+    for row, (start, stop) in enumerate(windows):
+        piece = audio[int(start * SAMPLE_RATE) : int(stop * SAMPLE_RATE)]
+        ref = whisper.log_mel_spectrogram(piece, 80, padding=whisper.audio.N_SAMPLES)[:, : whisper.audio.N_FRAMES]
+        assert torch.allclose(mels[row], ref, atol=1e-5), row
 
 
 def test_split_on_timestamps() -> None:
@@ -257,3 +277,103 @@ def test_second_pass_leaves_good_windows_alone() -> None:
         raise AssertionError(f"decoded again: {spans}")
 
     assert second_pass([(0.0, 20.0)], first, never) == first
+
+
+@dataclass
+class _Attempt:
+    avg_logprob: float
+    compression_ratio: float = 1.5
+    no_speech_prob: float = 0.0
+    tag: str = ""
+
+
+def test_pick_attempt_first_passing_else_likeliest_non_loop() -> None:
+    from app.asr.engines.openai import pick_attempt
+
+    bad, ok_late, ok_later = _Attempt(-1.4, tag="t0"), _Attempt(-0.6, tag="t0.4"), _Attempt(-0.2, tag="t0.6")
+    assert pick_attempt([bad, ok_late, ok_later]).tag == "t0.4"  # transcribe()'s order, not the best score
+    loop = _Attempt(-0.3, compression_ratio=3.1, tag="loop")  # likeliest of all, but a repetition loop
+    weak, weaker = _Attempt(-1.2, tag="weak"), _Attempt(-2.5, tag="t1.0")
+    assert pick_attempt([weak, loop, weaker]).tag == "weak"  # not the last (t=1.0) and not the loop
+    assert pick_attempt([_Attempt(-1.5, 3.0, tag="a"), _Attempt(-1.1, 2.9, tag="b")]).tag == "b"
+
+
+@pytest.mark.parametrize("parallel", [True, False])
+def test_fallback_decodes_only_failing_windows(parallel: bool) -> None:
+    """GPU: every temperature in one batch; CPU: one temperature after another, stopping when a window passes."""
+    engine = OpenAIWhisperEngine(mode="batched", device="cpu")
+    engine.parallel_fallback = parallel
+    calls: list[tuple[list[int], object]] = []
+
+    def run_task(mels: np.ndarray, temperature: object, sample_len: int | None = None) -> list[_Attempt]:
+        rows = [int(m) for m in mels]
+        calls.append((rows, temperature))
+        if temperature == 0.0:
+            return [_Attempt(-0.3 if r == 0 else -1.5, tag=f"{r}@0") for r in rows]
+        temps = temperature if isinstance(temperature, list) else [temperature] * len(rows)
+        # Window 1 passes from 0.4 on; window 2 never does (its likeliest try is at 0.2).
+        return [
+            _Attempt(-0.5 if (r == 1 and t >= 0.4) else (-1.1 if t == 0.2 else -1.6), tag=f"{r}@{t}")
+            for r, t in zip(rows, temps, strict=True)
+        ]
+
+    engine._run_task = run_task  # type: ignore[method-assign]
+    mels = np.arange(3)
+    picked = engine._fallback(mels, run_task(mels, 0.0))
+    assert [p.tag for p in picked] == ["0@0", "1@0.4", "2@0.2"]
+    retried = calls[1:]
+    if parallel:
+        assert len(retried) == 1
+        rows, temps = retried[0]
+        assert rows == [1, 2] * 5 and temps == [0.2, 0.2, 0.4, 0.4, 0.6, 0.6, 0.8, 0.8, 1.0, 1.0]
+    else:
+        # 0.2: windows 1, 2; 0.4: both (1 passes); 0.6 .. 1.0: window 2 only.
+        assert [(rows, t) for rows, t in retried] == [([1, 2], 0.2), ([1, 2], 0.4), ([2], 0.6), ([2], 0.8), ([2], 1.0)]
+
+
+@pytest.mark.slow
+def test_per_row_temperatures_decode_real_audio(
+    clips: list[tuple[np.ndarray, str]], batched: OpenAIWhisperEngine
+) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    mels = batched._mels(clips[0][0], [(0.0, 11.0)] * 3)
+    cool, _, hot = batched._run_task(mels, [0.2, 0.6, 1.0])
+    assert wer(clips[0][1], cool.text) <= 0.3
+    assert cool.avg_logprob > hot.avg_logprob  # each row sampled at its own temperature
+
+
+def test_token_budget_follows_duration_and_caps_at_whispers_own() -> None:
+    from app.asr.engines.openai import MAX_SAMPLE_LEN, token_budget
+
+    assert token_budget(2.0) == 32
+    assert token_budget(10.0) == 96
+    assert token_budget(25.0) == 216  # a full window of fast speech (~5.5 tokens/s) fits with room
+    assert token_budget(30.0) == token_budget(600.0) == MAX_SAMPLE_LEN
+
+
+@pytest.mark.slow
+def test_second_pass_decodes_once_and_drops_loops(
+    clips: list[tuple[np.ndarray, str]], batched: OpenAIWhisperEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fallback=False (the second pass): one greedy decode, no temperature retries, a repetition loop dropped."""
+    audio = clips[0][0]
+    real = batched._run_task
+    calls: list[object] = []
+
+    def run_task(mels: object, temperature: object, sample_len: int | None = None) -> list[object]:
+        calls.append((temperature, sample_len))
+        results = real(mels, temperature, sample_len=sample_len)
+        # Row 0 passes as decoded; row 1 is made to look like a loop (it would be retried in a first pass).
+        if temperature == 0.0:
+            results[1] = dataclasses.replace(results[1], compression_ratio=3.0)
+        return results
+
+    monkeypatch.setattr(batched, "_run_task", run_task)
+    segments = batched._decode_windows(audio, [(0.0, 5.5), (5.0, 11.0)], word_timestamps=False, fallback=False)
+    assert calls == [(0.0, 64)]  # the longest window is 6 s: 8 tokens/s + 16
+    assert segments and all(s.end <= 5.6 for s in segments)  # only the first window's text
+    calls.clear()
+    batched._decode_windows(audio, [(0.0, 5.5), (5.0, 11.0)], word_timestamps=False)
+    assert len(calls) >= 2 and calls[1][0] != 0.0  # a first pass retries the loop at higher temperature

@@ -38,6 +38,8 @@ BENCH_ENGINES = {
     "faster-whisper-sequential": "faster-whisper-sequential",
     # openai-whisper's own per-row Python timestamp filter, to measure what the vectorised one buys (GPU).
     "openai-whisper-batched-looprules": "openai-whisper-batched",
+    # Fallback temperatures one after another (the CPU way) instead of in one batch, on the GPU.
+    "openai-whisper-batched-seqfallback": "openai-whisper-batched",
     # Variants of the production CPU engine, to show what each choice costs or buys.
     "faster-whisper-greedy": "faster-whisper",
     "faster-whisper-silero": "faster-whisper",
@@ -46,6 +48,7 @@ BENCH_ENGINES = {
 # Attributes set on the built engine for the variants above.
 _VARIANTS: dict[str, dict[str, object]] = {
     "openai-whisper-batched-looprules": {"vectorised_rules": False},
+    "openai-whisper-batched-seqfallback": {"parallel_fallback": False},
     "faster-whisper-greedy": {"beam_size": 1},
     "faster-whisper-silero": {"vad": "silero"},
     # CTranslate2's own encoder instead of the int8 ONNX one (app.asr.onnx_encoder).
@@ -120,13 +123,19 @@ def make_engine(name: str, *, device: str, model: str, batch_size: int, compute_
     return engine
 
 
-def run_engine(engine: Engine, clips: Sequence[Clip], repeat: int) -> tuple[float, float, list[str]]:
+def run_engine(
+    engine: Engine, clips: Sequence[Clip], repeat: int, budget: float | None = None
+) -> tuple[float, float, list[str]]:
     """(best wall seconds, CPU seconds of that run, texts). CPU time is all threads of this process: on a
-    shared machine it moves much less with other people's load than wall time does."""
+    shared machine it moves much less with other people's load than wall time does. With a budget, no new
+    repeat starts once that many seconds are spent (a slow baseline runs once, fast engines `repeat` times)."""
     engine.warm_up()
     best, best_cpu = float("inf"), 0.0
     texts: list[str] = []
+    spent = 0.0
     for _ in range(max(1, repeat)):
+        if budget is not None and spent >= budget:
+            break
         _sync(engine.device)
         start, cpu_start = time.perf_counter(), time.process_time()
         texts = []
@@ -135,6 +144,7 @@ def run_engine(engine: Engine, clips: Sequence[Clip], repeat: int) -> tuple[floa
             texts.append(" ".join(s.text for s in segments))
         _sync(engine.device)
         wall = time.perf_counter() - start
+        spent += wall
         if wall < best:
             best, best_cpu = wall, time.process_time() - cpu_start
     return best, best_cpu, texts
@@ -156,6 +166,7 @@ def bench(
     batch_size: int = 8,
     compute_type: str = "int8",
     repeat: int = 1,
+    repeat_budget: float | None = None,
     tile_seconds: float | None = None,
     log: Any = None,
 ) -> dict[str, Any]:
@@ -178,7 +189,7 @@ def bench(
         print(f"bench: {name} on {device} ({audio_seconds:.1f} s of audio) ...", file=log, flush=True)
         try:
             engine = make_engine(name, device=device, model=model, batch_size=batch_size, compute_type=compute_type)
-            wall, cpu, texts[name] = run_engine(engine, clips, repeat)
+            wall, cpu, texts[name] = run_engine(engine, clips, repeat, repeat_budget)
         except Exception as exc:  # one engine missing on this machine must not lose the others' figures
             results[name] = {"wall_seconds": None, "rtf_x": None, "wer": None, "error": f"{type(exc).__name__}: {exc}"}
             print(f"bench: {name} failed: {exc}", file=log, flush=True)
@@ -221,6 +232,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--compute-type", default="int8", help="faster-whisper compute type (default int8)")
     p.add_argument("--repeat", type=int, default=1, help="time each engine N times and keep the best")
+    p.add_argument(
+        "--repeat-budget", type=float, default=None, metavar="SECONDS", help="start no repeat after this much time"
+    )
     p.add_argument("--tile", type=float, default=None, metavar="SECONDS", help="tile the inputs to this length")
     p.add_argument("--json", action="store_true", help="print one JSON object (the default output is JSON too)")
 
@@ -234,6 +248,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         compute_type=args.compute_type,
         repeat=args.repeat,
+        repeat_budget=args.repeat_budget,
         tile_seconds=args.tile,
     )
     print(json.dumps(report))

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 # Names the CLI/bench accept; the setting value "openai-whisper" means the batched torch engine.
 ENGINES = ("faster-whisper", "faster-whisper-sequential", "openai-whisper-batched", "openai-whisper-sequential")
+CPU_BATCH_SIZE = 8
+GPU_BATCH_SIZE = 128
 _ALIASES = {"openai-whisper": "openai-whisper-batched", "torch": "openai-whisper-batched"}
 _lock = threading.Lock()
 
@@ -72,7 +74,7 @@ def resolve(
         model=model or s.asr_model,
         device=dev,
         compute_type=compute_type,
-        batch_size=batch_size or s.asr_batch_size,
+        batch_size=batch_size or s.asr_batch_size or (GPU_BATCH_SIZE if dev.startswith("cuda") else CPU_BATCH_SIZE),
         cache_dir=str(s.models_dir / "openai-whisper"),
         encoder=s.asr_cpu_encoder,
     )

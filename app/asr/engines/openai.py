@@ -6,7 +6,7 @@ Two modes over the same weights:
   one DecodingTask (greedy, timestamp tokens on, vectorised timestamp rules); each window's timestamp tokens
   give segment times, offset by the window start; segments come back in audio order. Windows that fail
   openai-whisper's own quality checks (compression ratio, avg logprob) are decoded again at higher temperatures,
-  as transcribe() does.
+  as transcribe() does (on a GPU all temperatures in one batch).
 The CTranslate2 tiny.en weights are converted once to a checkpoint (app.asr.convert) and loaded by path.
 """
 
@@ -54,6 +54,8 @@ class OpenAIWhisperEngine:
         self.cache_dir = cache_dir or Path("var/models/openai-whisper")
         self.vad = vad
         self.vectorised_rules = vectorised_rules
+        # All fallback temperatures in one batch on a GPU; one after another (only as needed) on a CPU.
+        self.parallel_fallback = device.startswith("cuda")
         self.transcribe_options = transcribe_options or {}
         self._model: Any = None
         self._lock = threading.Lock()
@@ -104,13 +106,14 @@ class OpenAIWhisperEngine:
             windows = chunking.pack_windows(chunking.speech_regions(audio))
         else:
             windows = chunking.fixed_windows(duration)
+        samples = self._samples(audio)
         segments: list[Segment] = []
         for i in range(0, len(windows), self.batch_size):
             batch = windows[i : i + self.batch_size]
             decoded = chunking.second_pass(
                 batch,
-                self._decode_windows(audio, batch, word_timestamps=word_timestamps),
-                lambda spans: self._decode_windows(audio, spans, word_timestamps=word_timestamps),
+                self._decode_windows(samples, batch, word_timestamps=word_timestamps),
+                lambda spans: self._decode_windows(samples, spans, word_timestamps=word_timestamps, fallback=False),
             )
             segments.extend(decoded)
             if progress is not None:
@@ -131,51 +134,97 @@ class OpenAIWhisperEngine:
         return out
 
     # --- batched -------------------------------------------------------------------------------------
-    def _mels(self, audio: np.ndarray, windows: Sequence[tuple[float, float]]) -> Any:
+    def _samples(self, audio: np.ndarray | Any) -> Any:
+        """The audio as a float32 tensor on the engine's device, moved there once per transcription."""
         import torch
-        import whisper
 
+        if isinstance(audio, torch.Tensor):
+            return audio.to(self.device)
+        return torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).to(self.device)
+
+    def _mels(self, audio: np.ndarray | Any, windows: Sequence[tuple[float, float]]) -> Any:
+        """Log-mel spectrograms of the windows, one (batch, n_mels, 3000) tensor from one batched STFT."""
         model = self._load()
-        mels = []
-        for start, end in windows:
-            piece = audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)]
-            # Pad with audio silence before the STFT (as transcribe() does), not with zeros in mel space.
-            mel = whisper.log_mel_spectrogram(
-                piece, model.dims.n_mels, padding=whisper.audio.N_SAMPLES, device=self.device
-            )
-            mels.append(mel[:, : whisper.audio.N_FRAMES])
-        batch = torch.stack(mels)
-        return batch.half() if self.fp16 else batch
+        mels = batched_log_mel(self._samples(audio), windows, model.dims.n_mels)
+        return mels.half() if self.fp16 else mels
 
-    def _run_task(self, mels: Any, temperature: float) -> list[Any]:
+    def _run_task(
+        self, mels: Any, temperature: float | Sequence[float], *, sample_len: int | None = None
+    ) -> list[Any]:
+        """Decode a batch of spectrograms; a sequence of temperatures gives each row its own.
+
+        sample_len caps the tokens per row (default: openai-whisper's 224). A batch decodes until its last row
+        ends, so one row stuck in a loop holds every other row's step count hostage: the cap keeps that to
+        what the window's duration could hold.
+        """
         import torch
+        from torch.nn.attention import sdpa_kernel
         from whisper.decoding import DecodingOptions
 
-        from app.asr.engines.timestamp_rules import make_task
+        from app.asr.engines.timestamp_rules import SDPA_BACKENDS, make_task
 
         model = self._load()
         english_only = not model.is_multilingual
+        per_row = not isinstance(temperature, float | int)
         options = DecodingOptions(
             language="en" if english_only else None,
-            temperature=temperature,
+            temperature=min(temperature) if per_row else float(temperature),  # type: ignore[arg-type]
+            sample_len=sample_len,
             without_timestamps=False,
             fp16=self.fp16,
         )
-        with torch.no_grad():
-            return list(make_task(model, options, vectorised=self.vectorised_rules).run(mels))
+        with torch.no_grad(), sdpa_kernel(SDPA_BACKENDS):
+            task = make_task(model, options, vectorised=self.vectorised_rules or per_row)
+            if per_row:
+                task.decoder.temperature = torch.tensor(temperature, device=mels.device)[:, None]
+            return list(task.run(mels))
+
+    def _fallback(self, mels: Any, results: list[Any], *, sample_len: int | None = None) -> list[Any]:
+        """Decode again, at rising temperatures, the windows whose result looks like a loop or garbage.
+
+        As transcribe() does, a window takes the first temperature whose result passes the checks; where none
+        passes it takes its likeliest try (highest avg_logprob), not the last one: at temperature 1.0 tiny.en
+        mostly invents. On a GPU every temperature is decoded in one batch (rows are nearly free there; five
+        decoding loops one after another are not); on a CPU one temperature after another, only as needed.
+        """
+        retry = [i for i, r in enumerate(results) if _needs_fallback(r)]
+        if not retry:
+            return results
+        tries: dict[int, list[Any]] = {i: [results[i]] for i in retry}
+        if self.parallel_fallback:
+            temps = [t for t in FALLBACK_TEMPERATURES for _ in retry]
+            decoded = self._run_task(mels[retry * len(FALLBACK_TEMPERATURES)], temps, sample_len=sample_len)
+            for k, r in enumerate(decoded):
+                tries[retry[k % len(retry)]].append(r)
+        else:
+            pending = retry
+            for temperature in FALLBACK_TEMPERATURES:
+                decoded = self._run_task(mels[pending], temperature, sample_len=sample_len)
+                for i, r in zip(pending, decoded, strict=True):
+                    tries[i].append(r)
+                pending = [i for i in pending if _needs_fallback(tries[i][-1])]
+                if not pending:
+                    break
+        out = list(results)
+        for i, attempts in tries.items():
+            out[i] = pick_attempt(attempts)
+        return out
 
     def _decode_windows(
-        self, audio: np.ndarray, windows: Sequence[tuple[float, float]], *, word_timestamps: bool
+        self,
+        audio: np.ndarray | Any,
+        windows: Sequence[tuple[float, float]],
+        *,
+        word_timestamps: bool,
+        fallback: bool = True,
     ) -> list[Segment]:
+        """Segments of each window. fallback=False (second pass): one greedy decode, and a result that is a
+        repetition loop is dropped instead of retried: the first pass already gave this audio its chance."""
         mels = self._mels(audio, windows)
-        results = self._run_task(mels, 0.0)
-        # Temperature fallback for windows that look like loops or garbage, like transcribe() does.
-        for temperature in FALLBACK_TEMPERATURES:
-            retry = [i for i, r in enumerate(results) if _needs_fallback(r)]
-            if not retry:
-                break
-            for i, r in zip(retry, self._run_task(mels[retry], temperature), strict=True):
-                results[i] = r
+        sample_len = token_budget(max(end - start for start, end in windows))
+        results = self._run_task(mels, 0.0, sample_len=sample_len)
+        if fallback:
+            results = self._fallback(mels, results, sample_len=sample_len)
         model = self._load()
         from whisper.tokenizer import get_tokenizer
 
@@ -184,6 +233,8 @@ class OpenAIWhisperEngine:
         for (start, end), mel, result in zip(windows, mels, results, strict=True):
             if result.no_speech_prob > hygiene.NO_SPEECH_MIN and result.avg_logprob < hygiene.LOGPROB_MIN:
                 continue  # the model agrees with itself that this window is silence
+            if not fallback and result.compression_ratio > hygiene.COMPRESSION_RATIO_MAX:
+                continue
             pieces = split_on_timestamps(list(result.tokens), tokenizer.timestamp_begin, end - start)
             raw = [
                 {
@@ -215,6 +266,50 @@ class OpenAIWhisperEngine:
                 )
                 out.append(_segment_from_dict(r))
         return out
+
+
+def batched_log_mel(samples: Any, windows: Sequence[tuple[float, float]], n_mels: int) -> Any:
+    """whisper.log_mel_spectrogram(piece, padding=N_SAMPLES)[:, :N_FRAMES] for every window, in one STFT.
+
+    Each window's audio is padded with silence to 30 s before the transform (as transcribe() does, rather than
+    padding in mel space) and normalised against its own loudest frame, so the rows equal openai-whisper's own
+    per-window spectrograms. One call instead of one per window: on a GPU a batch of 128 windows is a handful of
+    kernels rather than hundreds of small ones.
+    """
+    import torch
+    from whisper.audio import HOP_LENGTH, N_FFT, N_SAMPLES, mel_filters
+
+    pieces = torch.zeros(len(windows), N_SAMPLES, dtype=torch.float32, device=samples.device)
+    for row, (start, end) in enumerate(windows):
+        piece = samples[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)][:N_SAMPLES]
+        pieces[row, : piece.shape[0]] = piece
+    stft = torch.stft(
+        pieces, N_FFT, HOP_LENGTH, window=torch.hann_window(N_FFT, device=samples.device), return_complex=True
+    )
+    power = stft[..., :-1].abs() ** 2
+    log_spec = torch.clamp(mel_filters(samples.device, n_mels) @ power, min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.amax(dim=(1, 2), keepdim=True) - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+# Fast speech is ~4 words/s (~5.5 tokens with timestamps); 8/s + 16 leaves room and still stops a loop early.
+TOKENS_PER_SECOND_MAX = 8
+MAX_SAMPLE_LEN = 224  # openai-whisper's own cap: half the text context
+
+
+def token_budget(seconds: float) -> int:
+    """Most tokens a window of this many seconds of speech can need (timestamps included)."""
+    return min(MAX_SAMPLE_LEN, int(seconds * TOKENS_PER_SECOND_MAX) + 16)
+
+
+def pick_attempt(attempts: Sequence[Any]) -> Any:
+    """The first attempt (in temperature order) that passes the quality checks, else the likeliest one that is
+    not a loop (a repetition loop is often the likeliest text of all), as faster-whisper picks."""
+    for attempt in attempts:
+        if not _needs_fallback(attempt):
+            return attempt
+    not_loops = [a for a in attempts if a.compression_ratio <= hygiene.COMPRESSION_RATIO_MAX]
+    return max(not_loops or attempts, key=lambda r: r.avg_logprob)
 
 
 def _needs_fallback(result: Any) -> bool:

@@ -1,9 +1,17 @@
-"""A vectorised drop-in for openai-whisper's ApplyTimestampRules logit filter.
+"""Drop-ins for the per-step parts of openai-whisper's DecodingTask that make a GPU wait on the host.
 
-The original loops over the batch in Python at every decoding step (whisper/decoding.py), reading tokens back to
-the host with .tolist(): on a GPU the device waits on the CPU and batched decoding with timestamps stalls near
-700x real time (../shared/gpu/README.md). This version expresses the same rules as tensor operations over the
-whole batch, so one step costs a handful of kernel launches whatever the batch size.
+- ApplyTimestampRules loops over the batch in Python at every decoding step (whisper/decoding.py), reading
+  tokens back with .tolist(): batched decoding with timestamps stalls near 700x real time on an H200
+  (../shared/gpu/README.md). BatchedTimestampRules expresses the same rules as tensor operations over the whole
+  batch, so one step costs a handful of kernel launches whatever the batch size.
+- SuppressTokens indexes with a Python list and GreedyDecoder with a CPU arange: each is a host-to-device copy
+  that waits for the queued kernels, every step. The versions here keep their indices on the device.
+- Attention runs without cuDNN's SDPA backend (SDPA_BACKENDS). On the H100 (torch 2.11, 2026-11-26) the first
+  pass at a row count the process had not seen took 3.8-4.0 s instead of 0.37-0.40 s (99 steps, ~35 ms extra
+  each), once per row count: the signature of cuDNN attention, which torch 2.11 tries first on Hopper, building
+  an execution plan for every new (rows, tokens so far) shape. Every episode brings new row counts. Flash /
+  memory-efficient attention have no per-shape plans. (The change is not yet timed on a GPU: docs/benchmarks.md.)
+Same rules, same arithmetic: the tokens decoded are identical (tests/test_asr_engines.py).
 """
 
 from __future__ import annotations
@@ -11,7 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from whisper.decoding import ApplyTimestampRules, DecodingTask
+import torch.nn.functional as F
+from torch.distributions import Categorical
+from torch.nn.attention import SDPBackend
+from whisper.decoding import ApplyTimestampRules, DecodingTask, GreedyDecoder, SuppressTokens
+
+# Every scaled_dot_product_attention backend but cuDNN, in torch's own order (see the module docstring).
+SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class BatchedTimestampRules(ApplyTimestampRules):
@@ -51,14 +65,55 @@ class BatchedTimestampRules(ApplyTimestampRules):
         logits[:, :ts_begin].masked_fill_((timestamp_logprob > max_text_logprob)[:, None], neg_inf)
 
 
+class DeviceSuppressTokens(SuppressTokens):
+    """SuppressTokens with its index tensor made once on the logits' device."""
+
+    def apply(self, logits: torch.Tensor, tokens: torch.Tensor) -> None:
+        index = getattr(self, "_index", None)
+        if index is None or index.device != logits.device:
+            index = self._index = torch.tensor(self.suppress_tokens, dtype=torch.long, device=logits.device)
+        logits.index_fill_(1, index, float("-inf"))
+
+
+class DeviceGreedyDecoder(GreedyDecoder):
+    """GreedyDecoder.update with gather() in place of indexing by a CPU arange.
+
+    `temperature` may also be a (batch, 1) tensor: each row samples at its own temperature (all of
+    transcribe()'s fallback temperatures decoded in one batch).
+    """
+
+    def update(
+        self, tokens: torch.Tensor, logits: torch.Tensor, sum_logprobs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(self.temperature, float | int) and self.temperature == 0:
+            next_tokens = logits.argmax(dim=-1)
+        else:
+            next_tokens = Categorical(logits=logits / self.temperature).sample()
+        logprobs = F.log_softmax(logits.float(), dim=-1)
+        current_logprobs = logprobs.gather(1, next_tokens[:, None]).squeeze(1)
+        finished = tokens[:, -1] == self.eot
+        sum_logprobs += current_logprobs * ~finished
+        next_tokens[finished] = self.eot
+        tokens = torch.cat([tokens, next_tokens[:, None]], dim=-1)
+        return tokens, (tokens[:, -1] == self.eot).all()
+
+
 def make_task(model: Any, options: Any, *, vectorised: bool = True) -> DecodingTask:
-    """A DecodingTask whose timestamp filter is the vectorised one (same rules, same output)."""
+    """A DecodingTask whose per-step filters and greedy decoder stay on the device (same rules, same output).
+
+    vectorised=False keeps openai-whisper's own classes: the bench's "looprules" variant measures the difference.
+    """
     task = DecodingTask(model, options)
-    if vectorised:
-        task.logit_filters = [
-            BatchedTimestampRules(f.tokenizer, f.sample_begin, f.max_initial_timestamp_index)
-            if isinstance(f, ApplyTimestampRules)
-            else f
-            for f in task.logit_filters
-        ]
+    if not vectorised:
+        return task
+    filters: list[Any] = []
+    for f in task.logit_filters:
+        if isinstance(f, ApplyTimestampRules):
+            f = BatchedTimestampRules(f.tokenizer, f.sample_begin, f.max_initial_timestamp_index)
+        elif isinstance(f, SuppressTokens):
+            f = DeviceSuppressTokens(f.suppress_tokens)
+        filters.append(f)
+    task.logit_filters = filters
+    if type(task.decoder) is GreedyDecoder:
+        task.decoder = DeviceGreedyDecoder(task.decoder.temperature, task.decoder.eot)
     return task
