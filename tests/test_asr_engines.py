@@ -298,10 +298,11 @@ def test_pick_attempt_first_passing_else_likeliest_non_loop() -> None:
     assert pick_attempt([_Attempt(-1.5, 3.0, tag="a"), _Attempt(-1.1, 2.9, tag="b")]).tag == "b"
 
 
-@pytest.mark.parametrize("parallel", [True, False])
-def test_fallback_decodes_only_failing_windows(parallel: bool) -> None:
-    """GPU: every temperature in one batch; CPU: one temperature after another, stopping when a window passes."""
-    engine = OpenAIWhisperEngine(mode="batched", device="cpu")
+@pytest.mark.parametrize(("parallel", "batch_size"), [(True, 16), (False, 16), (True, 8)])
+def test_fallback_decodes_only_failing_windows(parallel: bool, batch_size: int) -> None:
+    """GPU: every temperature in one batch; CPU, or more rows than a batch: one temperature after another,
+    stopping when a window passes."""
+    engine = OpenAIWhisperEngine(mode="batched", device="cpu", batch_size=batch_size)
     engine.parallel_fallback = parallel
     calls: list[tuple[list[int], object]] = []
 
@@ -322,7 +323,7 @@ def test_fallback_decodes_only_failing_windows(parallel: bool) -> None:
     picked = engine._fallback(mels, run_task(mels, 0.0))
     assert [p.tag for p in picked] == ["0@0", "1@0.4", "2@0.2"]
     retried = calls[1:]
-    if parallel:
+    if parallel and batch_size >= 10:  # 2 windows x 5 temperatures fit in one batch
         assert len(retried) == 1
         rows, temps = retried[0]
         assert rows == [1, 2] * 5 and temps == [0.2, 0.2, 0.4, 0.4, 0.6, 0.6, 0.8, 0.8, 1.0, 1.0]

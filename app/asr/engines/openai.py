@@ -185,13 +185,14 @@ class OpenAIWhisperEngine:
         As transcribe() does, a window takes the first temperature whose result passes the checks; where none
         passes it takes its likeliest try (highest avg_logprob), not the last one: at temperature 1.0 tiny.en
         mostly invents. On a GPU every temperature is decoded in one batch (rows are nearly free there; five
-        decoding loops one after another are not); on a CPU one temperature after another, only as needed.
+        decoding loops one after another are not), as long as the rows fit in one batch (memory stays what
+        batch_size says); on a CPU, or with more rows, one temperature after another, only as needed.
         """
         retry = [i for i, r in enumerate(results) if _needs_fallback(r)]
         if not retry:
             return results
         tries: dict[int, list[Any]] = {i: [results[i]] for i in retry}
-        if self.parallel_fallback:
+        if self.parallel_fallback and len(retry) * len(FALLBACK_TEMPERATURES) <= self.batch_size:
             temps = [t for t in FALLBACK_TEMPERATURES for _ in retry]
             decoded = self._run_task(mels[retry * len(FALLBACK_TEMPERATURES)], temps, sample_len=sample_len)
             for k, r in enumerate(decoded):
