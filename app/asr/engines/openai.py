@@ -174,6 +174,7 @@ class OpenAIWhisperEngine:
             fp16=self.fp16,
         )
         with torch.no_grad(), sdpa_kernel(SDPA_BACKENDS):
+            # Per-row temperatures need the device-side greedy decoder, whatever vectorised_rules says.
             task = make_task(model, options, vectorised=self.vectorised_rules or per_row)
             if per_row:
                 task.decoder.temperature = torch.tensor(temperature, device=mels.device)[:, None]
@@ -232,8 +233,8 @@ class OpenAIWhisperEngine:
         tokenizer = get_tokenizer(model.is_multilingual, num_languages=model.num_languages, language="en")
         out: list[Segment] = []
         for (start, end), mel, result in zip(windows, mels, results, strict=True):
-            if result.no_speech_prob > hygiene.NO_SPEECH_MIN and result.avg_logprob < hygiene.LOGPROB_MIN:
-                continue  # the model agrees with itself that this window is silence
+            if _is_silence(result):
+                continue
             if not fallback and result.compression_ratio > hygiene.COMPRESSION_RATIO_MAX:
                 continue
             pieces = split_on_timestamps(list(result.tokens), tokenizer.timestamp_begin, end - start)
@@ -313,9 +314,14 @@ def pick_attempt(attempts: Sequence[Any]) -> Any:
     return max(not_loops or attempts, key=lambda r: r.avg_logprob)
 
 
+def _is_silence(result: Any) -> bool:
+    """The model agrees with itself that the window is silence: likely no speech, and unsure of any text."""
+    return bool(result.no_speech_prob > hygiene.NO_SPEECH_MIN and result.avg_logprob < hygiene.LOGPROB_MIN)
+
+
 def _needs_fallback(result: Any) -> bool:
-    if result.no_speech_prob > hygiene.NO_SPEECH_MIN and result.avg_logprob < hygiene.LOGPROB_MIN:
-        return False  # silence: nothing to rescue
+    if _is_silence(result):
+        return False  # nothing to rescue
     return bool(result.compression_ratio > hygiene.COMPRESSION_RATIO_MAX or result.avg_logprob < hygiene.LOGPROB_MIN)
 
 
