@@ -71,7 +71,10 @@ def test_a_run_longer_than_the_lease_keeps_it(short_lease: str) -> None:
         owner, until = _lease(eid)
         assert owner == "worker-a" and until is not None and until > utcnow()
     assert not heartbeat.alive and not heartbeat.lost
-    assert heartbeat.renewals >= 8
+    # Carrying a 1 s lease through a 2.5 s run takes at least 2 renewals. Ask for that, not for the ~12 the
+    # 0.2 s interval gives on an idle machine: a loaded CI box delays the thread (7 seen once), and the claims
+    # by worker-b above already prove the lease never lapsed.
+    assert heartbeat.renewals >= 2
 
     # Stopped in the `with` exit: the lease is no longer extended, so it expires and may be taken over.
     _, until = _lease(eid)
