@@ -75,6 +75,14 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
+@pytest.fixture(scope="session")
+def whisper_cache(model_cache: Path) -> Path:
+    """Where the engines keep the converted openai-whisper checkpoint and the encoder exports."""
+    folder = model_cache / "openai-whisper"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_cache: Path) -> Iterator[Path]:
     """A clean environment: var/ under tmp_path, no outside configuration leaking in."""

@@ -7,6 +7,7 @@ through the same code; scripts/gpu_bench.sh runs it on CUDA.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -378,3 +379,52 @@ def test_second_pass_decodes_once_and_drops_loops(
     calls.clear()
     batched._decode_windows(audio, [(0.0, 5.5), (5.0, 11.0)], word_timestamps=False)
     assert len(calls) >= 2 and calls[1][0] != 0.0  # a first pass retries the loop at higher temperature
+
+
+def _turns(lengths: list[float], pause: float = 0.6) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Noise bursts (speech-loud) of `lengths` seconds with quiet pauses between; returns audio and the pauses."""
+    rng = np.random.default_rng(7)
+    parts, pauses, t = [], [], 0.0
+    for i, seconds in enumerate(lengths):
+        if i:
+            parts.append(rng.standard_normal(int(pause * 16000)) * 0.001)
+            pauses.append((t, t + pause))
+            t += pause
+        parts.append(rng.standard_normal(int(seconds * 16000)) * 0.3)
+        t += seconds
+    return np.concatenate(parts).astype(np.float32), pauses
+
+
+def test_split_at_pauses_cuts_a_long_span_only_in_its_pauses() -> None:
+    from app.asr.chunking import REDO_SECONDS, split_at_pauses
+
+    audio, pauses = _turns([7.0, 7.4, 8.4])  # 24 s: one long answer with two breaths
+    span = (0.0, audio.size / 16000)
+    pieces = split_at_pauses(audio, span)
+    assert len(pieces) >= 2 and all(end - start <= REDO_SECONDS for start, end in pieces)
+    assert pieces[0][0] <= 0.2 and pieces[-1][1] >= span[1] - 0.2  # all the speech is still covered
+    for (_, end), (start, _) in itertools.pairwise(pieces):  # every cut lies in a pause
+        assert any(lo - 0.25 <= end <= hi + 0.25 and lo - 0.25 <= start <= hi + 0.25 for lo, hi in pauses)
+    # Offsets are the span's: the same audio later in a recording gives the same pieces, shifted.
+    shifted = split_at_pauses(np.concatenate([np.zeros(16000 * 10, np.float32), audio]), (10.0, 10.0 + span[1]))
+    assert [(round(a - 10, 2), round(b - 10, 2)) for a, b in shifted] == [(round(a, 2), round(b, 2)) for a, b in pieces]
+    assert split_at_pauses(audio, (3.0, 14.0)) == [(3.0, 14.0)]  # short enough: decoded whole
+
+
+def test_second_pass_decodes_a_long_sparse_span_in_pieces() -> None:
+    from app.asr.chunking import second_pass
+
+    audio, _ = _turns([7.0, 7.4, 8.4])
+    first = [_Seg(0.0, 24.4, "I'm always wondered.")]  # 24 s of answer said as three words
+    asked: list[list[tuple[float, float]]] = []
+
+    def redo(spans: list[tuple[float, float]]) -> list[_Seg]:
+        asked.append(spans)
+        return [_Seg(s, e, "the answer in full " * 5) for s, e in spans]
+
+    out = second_pass([(0.0, 24.4)], first, redo, audio=audio)
+    assert len(asked) == 1 and len(asked[0]) >= 2  # one decoding call, several pieces
+    assert [(s.start, s.end) for s in out] == asked[0] and "wondered" not in " ".join(s.text for s in out)
+    asked.clear()
+    second_pass([(0.0, 24.4)], first, redo)  # without the audio: the span as it is
+    assert asked == [[(0.0, 24.4)]]

@@ -18,27 +18,20 @@ SPEECH = Path(__file__).parent / "data" / "speech"
 CLIPS = ["jfk.mp3", "sense_and_sensibility_01_austen_64kb-0880.wav", "sense_and_sensibility_01_austen_64kb-0930.wav"]
 
 
-@pytest.fixture(scope="module")
-def cache(model_cache: Path) -> Path:
-    folder = model_cache / "openai-whisper"
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
 def _text(engine: FasterWhisperEngine, audio: np.ndarray) -> str:
     return " ".join(s.text for s in clean_segments(engine.transcribe(audio)))
 
 
 @pytest.mark.slow
-def test_export_is_cached_and_close_to_the_torch_encoder(cache: Path) -> None:
+def test_export_is_cached_and_close_to_the_torch_encoder(whisper_cache: Path) -> None:
     import torch
     import whisper
 
-    checkpoint = Path(openai_checkpoint("tiny.en", cache))
-    path = export(checkpoint, cache)
+    checkpoint = Path(openai_checkpoint("tiny.en", whisper_cache))
+    path = export(checkpoint, whisper_cache)
     stamp = path.stat().st_mtime_ns
-    assert export(checkpoint, cache) == path and path.stat().st_mtime_ns == stamp  # made once
-    assert not list(cache.glob("*.tmp"))  # no temp files left behind
+    assert export(checkpoint, whisper_cache) == path and path.stat().st_mtime_ns == stamp  # made once
+    assert not list(whisper_cache.glob("*.tmp"))  # no temp files left behind
 
     model = whisper.load_model(str(checkpoint), device="cpu")
     audio = whisper.pad_or_trim(load_audio(SPEECH / "jfk.mp3"))
@@ -54,9 +47,9 @@ def test_export_is_cached_and_close_to_the_torch_encoder(cache: Path) -> None:
 
 
 @pytest.mark.slow
-def test_onnx_encoder_gives_the_words_of_ctranslate2s(cache: Path) -> None:
-    onnx = FasterWhisperEngine("tiny.en", batch_size=4, encoder="onnx", cache_dir=cache)
-    ct2 = FasterWhisperEngine("tiny.en", batch_size=4, encoder="ctranslate2", cache_dir=cache)
+def test_onnx_encoder_gives_the_words_of_ctranslate2s(whisper_cache: Path) -> None:
+    onnx = FasterWhisperEngine("tiny.en", batch_size=4, encoder="onnx", cache_dir=whisper_cache)
+    ct2 = FasterWhisperEngine("tiny.en", batch_size=4, encoder="ctranslate2", cache_dir=whisper_cache)
     pairs = []
     for name in CLIPS:
         audio = load_audio(SPEECH / name)

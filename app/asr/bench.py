@@ -44,6 +44,8 @@ BENCH_ENGINES = {
     "faster-whisper-greedy": "faster-whisper",
     "faster-whisper-silero": "faster-whisper",
     "faster-whisper-ct2-encoder": "faster-whisper",
+    "faster-whisper-onnx-encoder": "faster-whisper",
+    "faster-whisper-bf16-encoder": "faster-whisper",
 }
 # Attributes set on the built engine for the variants above.
 _VARIANTS: dict[str, dict[str, object]] = {
@@ -51,14 +53,17 @@ _VARIANTS: dict[str, dict[str, object]] = {
     "openai-whisper-batched-seqfallback": {"parallel_fallback": False},
     "faster-whisper-greedy": {"beam_size": 1},
     "faster-whisper-silero": {"vad": "silero"},
-    # CTranslate2's own encoder instead of the int8 ONNX one (app.asr.onnx_encoder).
+    # Each CPU encoder by name, whatever `auto` picks on this CPU (app.asr.cpu_encoder).
     "faster-whisper-ct2-encoder": {"encoder": "ctranslate2"},
+    "faster-whisper-onnx-encoder": {"encoder": "onnx"},
+    "faster-whisper-bf16-encoder": {"encoder": "torch-bf16"},
 }
 DEFAULT_ENGINES = (
     BASELINE,
     "openai-whisper-batched",
     "faster-whisper",
     "faster-whisper-ct2-encoder",
+    "faster-whisper-onnx-encoder",
     "faster-whisper-greedy",
     "faster-whisper-sequential",
 )

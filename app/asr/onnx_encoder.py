@@ -25,7 +25,6 @@ import os
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -95,20 +94,3 @@ class OnnxEncoder:
     def __call__(self, mel: np.ndarray) -> np.ndarray:
         (features,) = self.session.run(["audio_features"], {"mel": np.ascontiguousarray(mel, dtype=np.float32)})
         return np.ascontiguousarray(features, dtype=np.float32)
-
-
-class EncoderSwap:
-    """Stands in for a `ctranslate2.models.Whisper`: `encode` runs the ONNX encoder, the rest is CTranslate2's."""
-
-    def __init__(self, model: Any, encoder: OnnxEncoder) -> None:
-        self._model = model
-        self._encoder = encoder
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
-
-    def encode(self, features: Any, to_cpu: bool = False) -> Any:
-        import ctranslate2
-
-        mel = np.asarray(features, dtype=np.float32)  # a CPU StorageView exposes the array interface
-        return ctranslate2.StorageView.from_array(self._encoder(mel))

@@ -26,7 +26,7 @@ from app.asr.types import Segment, Word
 from app.asr.weights import ct2_model
 
 log = logging.getLogger(__name__)
-ENCODERS = ("auto", "onnx", "ctranslate2")
+ENCODERS = ("auto", "onnx", "torch-bf16", "ctranslate2")  # app.asr.cpu_encoder.CHOICES
 SECOND_PASS_BEAM = 5
 
 
@@ -109,8 +109,8 @@ class FasterWhisperEngine:
         self.workers, self.threads_per_worker = cpu_layout(self.cpu_threads) if parallel else (1, self.cpu_threads)
         self.vad = vad
         self.beam_size = beam_size
-        # auto: the int8 ONNX encoder on CPU when it can be exported here (a local CTranslate2 model and a cache
-        # folder), else CTranslate2's own. encoder_used says which one runs once the model is loaded.
+        # auto on CPU: torch bf16 on AMX CPUs, else the int8 ONNX export (app.asr.cpu_encoder), when there is a
+        # local model and a cache folder; else CTranslate2's own. encoder_used says which runs once loaded.
         self.encoder = encoder
         self.cache_dir = cache_dir
         self.encoder_used = ""
@@ -136,12 +136,12 @@ class FasterWhisperEngine:
             if self.batch_size > 1:
                 self._model.feature_extractor = _SilencePadded(self._model.feature_extractor)
             self.encoder_used = "ctranslate2"
-            if self.encoder == "onnx" or (self.encoder == "auto" and self.device == "cpu"):
+            if self.encoder in ("onnx", "torch-bf16") or (self.encoder == "auto" and self.device == "cpu"):
                 self._swap_encoder()
             self._pipeline = BatchedInferencePipeline(self._model)
 
     def _swap_encoder(self) -> None:
-        from app.asr import onnx_encoder
+        from app.asr import cpu_encoder
         from app.asr.weights import openai_checkpoint
 
         try:
@@ -150,17 +150,15 @@ class FasterWhisperEngine:
             checkpoint = Path(openai_checkpoint(self.model_name, self.cache_dir))
             if not checkpoint.is_file():
                 raise RuntimeError(f"{self.model_name} is not a local model")
-            encoder = onnx_encoder.OnnxEncoder(
-                onnx_encoder.export(checkpoint, self.cache_dir), threads=self.cpu_threads
-            )
+            encoder, name = cpu_encoder.load(self.encoder, checkpoint, self.cache_dir, threads=self.cpu_threads)
         except Exception as exc:
-            if self.encoder == "onnx":
+            if self.encoder != "auto":
                 raise
             # auto: CTranslate2's encoder gives the same text, a little slower (docs/benchmarks.md).
-            log.warning("ONNX Whisper encoder unavailable (%s: %s); using CTranslate2's", type(exc).__name__, exc)
+            log.warning("Whisper encoder unavailable (%s: %s); using CTranslate2's", type(exc).__name__, exc)
             return
-        self._model.model = onnx_encoder.EncoderSwap(self._model.model, encoder)
-        self.encoder_used = "onnx-int8"
+        self._model.model = cpu_encoder.EncoderSwap(self._model.model, encoder)
+        self.encoder_used = name
 
     def warm_up(self) -> None:
         self._load()
@@ -213,7 +211,7 @@ class FasterWhisperEngine:
                 batch = spans[lo : lo + self.batch_size]
                 # What Whisper left unsaid (a window's last sentence, speech skipped under one long segment)
                 # is decoded again: transcribe() seeks back to it, independent windows never would.
-                out.extend(chunking.second_pass(batch, run(batch), rerun))
+                out.extend(chunking.second_pass(batch, run(batch), rerun, audio=audio))
                 if progress is not None:
                     with lock:  # audio seconds done over all runs, so the bar only moves forward
                         done[index] = batch[-1][1] - spans[0][0]

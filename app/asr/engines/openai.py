@@ -114,6 +114,7 @@ class OpenAIWhisperEngine:
                 batch,
                 self._decode_windows(samples, batch, word_timestamps=word_timestamps),
                 lambda spans: self._decode_windows(samples, spans, word_timestamps=word_timestamps, fallback=False),
+                audio=audio,
             )
             segments.extend(decoded)
             if progress is not None:

@@ -1,0 +1,99 @@
+"""Which Whisper encoder feeds CTranslate2's decoder on a CPU, and the swap that puts it there.
+
+The encoder is most of CPU transcription time (it always runs on 30 s of frames), and the fastest one depends on
+the CPU's matrix units, so `auto` picks by what the CPU has:
+
+- **AMX (bf16 tiles: Intel Sapphire Rapids and later)**: openai-whisper's own encoder in torch under bfloat16
+  autocast. oneDNN runs its matrix products on AMX: 0.06-0.08 s per 30 s window on 2 cores, against 0.13 s
+  for ONNX Runtime's int8 (VNNI) and 0.18 s for torch float32; the 8 dev episodes transcribe 1.5-1.7x faster
+  end to end (docs/benchmarks.md). Output 0.9999 cosine-similar to float32.
+- **anything else** (AVX-512 VNNI, AVX2, ARM): the int8 ONNX Runtime export (app.asr.onnx_encoder). Without AMX,
+  bf16 has no kernel that beats VNNI int8 (AVX512-BF16 doubles float32's rate, VNNI int8 quadruples it).
+
+CTranslate2's `Whisper.generate` accepts encoder output in place of log-mel features, so only the encoder
+changes hands: decoding, timestamps, beam search and the batched pipeline stay CTranslate2's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Encoder = Callable[[np.ndarray], np.ndarray]
+CHOICES = ("auto", "onnx", "torch-bf16", "ctranslate2")
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The CPU feature flags Linux reports (empty elsewhere: macOS, Windows)."""
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def auto_choice(flags: set[str]) -> str:
+    """The encoder `auto` means on a CPU with these flags."""
+    return "torch-bf16" if "amx_bf16" in flags else "onnx"
+
+
+class TorchBf16Encoder:
+    """(batch, n_mels, 3000) log-mel -> (batch, 1500, d_model) float32: openai-whisper's encoder, bf16 autocast.
+
+    Safe to call from several decoding workers at once (inference only, no state). Threads: torch's own pool
+    (all cores), which measured faster on 2 cores than one encoder at a time (a lock): the other worker is
+    meanwhile in its single-threaded decode.
+    """
+
+    def __init__(self, checkpoint: Path) -> None:
+        import whisper
+
+        model = whisper.load_model(str(checkpoint), device="cpu")
+        # Float32 master weights (the checkpoint is fp16): autocast casts them for the matrix products and keeps
+        # layer norms and the residual stream in float32.
+        self.encoder = model.encoder.float().eval()
+        del model
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = self.encoder(x)
+        return np.ascontiguousarray(out.float().numpy())
+
+
+def load(choice: str, checkpoint: Path, cache_dir: Path, *, threads: int) -> tuple[Encoder, str]:
+    """(encoder, its name as engines report it) for `choice` in CHOICES other than ctranslate2."""
+    if choice == "auto":
+        choice = auto_choice(cpu_flags())
+    if choice == "torch-bf16":
+        return TorchBf16Encoder(checkpoint), "torch-bf16"
+    if choice == "onnx":
+        from app.asr import onnx_encoder
+
+        return onnx_encoder.OnnxEncoder(onnx_encoder.export(checkpoint, cache_dir), threads=threads), "onnx-int8"
+    raise ValueError(f"unknown CPU encoder {choice!r} (choose from {', '.join(CHOICES)})")
+
+
+class EncoderSwap:
+    """Stands in for a `ctranslate2.models.Whisper`: `encode` runs our encoder, the rest is CTranslate2's."""
+
+    def __init__(self, model: Any, encoder: Encoder) -> None:
+        self._model = model
+        self._encoder = encoder
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def encode(self, features: Any, to_cpu: bool = False) -> Any:
+        import ctranslate2
+
+        mel = np.asarray(features, dtype=np.float32)  # a CPU StorageView exposes the array interface
+        return ctranslate2.StorageView.from_array(self._encoder(mel))
