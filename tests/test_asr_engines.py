@@ -428,3 +428,19 @@ def test_second_pass_decodes_a_long_sparse_span_in_pieces() -> None:
     asked.clear()
     second_pass([(0.0, 24.4)], first, redo)  # without the audio: the span as it is
     assert asked == [[(0.0, 24.4)]]
+
+
+def test_numpy_blas_runs_on_one_thread_while_transcribing_and_is_restored(monkeypatch: pytest.MonkeyPatch) -> None:
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    engine = FasterWhisperEngine("tiny.en", cpu_threads=2)
+    seen: list[list[int]] = []
+    monkeypatch.setattr(engine, "_transcribe", lambda audio, **kw: seen.append(blas_threads()) or [])
+    with threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine, whatever this one has
+        before = blas_threads()
+        assert engine.transcribe(np.zeros(16000, np.float32)) == []
+        assert blas_threads() == before
+    assert before and seen == [[1] * len(before)]

@@ -9,6 +9,7 @@ previous window, so one bad window can't derail the rest of a long episode.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -58,6 +59,25 @@ def split_even(items: Sequence[Any], parts: int) -> list[list[Any]]:
         out.append(list(items[at : at + n]))
         at += n
     return out
+
+
+_blas: Any = None
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+    """numpy's OpenBLAS on one thread while we transcribe.
+
+    Why: OpenBLAS's threads keep spinning for a while after each call (here: the log-mel filterbank product in
+    faster-whisper's feature extractor), and on 2 cores that spinning took the core the encoder needed right
+    after: 0.20 s per window in the engine against 0.06 s alone; 0.10 s with one BLAS thread (docs/
+    benchmarks.md). That product is small enough that one thread computes it as fast.
+    """
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController()  # finds the BLAS libraries loaded in this process, once
+    return _blas.limit(limits=1, user_api="blas")
 
 
 class _SilencePadded:
@@ -228,6 +248,10 @@ class FasterWhisperEngine:
     def transcribe(
         self, audio: np.ndarray, *, word_timestamps: bool = False, progress: Progress | None = None
     ) -> list[Segment]:
+        with _one_blas_thread():
+            return self._transcribe(audio, word_timestamps=word_timestamps, progress=progress)
+
+    def _transcribe(self, audio: np.ndarray, *, word_timestamps: bool, progress: Progress | None) -> list[Segment]:
         self._load()
         common: dict[str, Any] = dict(
             language="en" if self.model_name.endswith(".en") else None,
