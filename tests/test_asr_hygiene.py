@@ -38,3 +38,19 @@ def test_low_confidence_no_speech_and_garbage_dropped() -> None:
     good = Segment(60, 65, "A confident sentence.", avg_logprob=-0.2, no_speech_prob=0.01)
     assert compression_ratio(garbage.text) > 2.4
     assert clean_segments([silent, garbage, good]) == [good]
+
+
+def test_an_end_past_the_next_start_is_cut_back_to_it() -> None:
+    # As seen on the two-speaker call: window 1 ends at 21.64 s, Whisper timed its last line to 22.18 s.
+    segs = [
+        Segment(18.18, 20.18, "Oh, I'm originally from Chicago also."),
+        Segment(20.18, 22.18, "I'm in New Jersey now, though."),
+        Segment(21.60, 28.10, "Well, there isn't that much difference."),
+        Segment(28.10, 30.10, "Oh, I don't hear that."),
+    ]
+    out = clean_segments(segs)
+    assert [(s.start, s.end) for s in out] == [(18.18, 20.18), (20.18, 21.60), (21.60, 28.10), (28.10, 30.10)]
+    assert [s.text for s in out] == [s.text for s in segs]
+    # Same start (a redone span): nothing is cut to zero length.
+    same = [Segment(5.0, 9.0, "one two"), Segment(5.0, 7.0, "three four")]
+    assert [(s.start, s.end) for s in clean_segments(same)] == [(5.0, 9.0), (5.0, 7.0)]

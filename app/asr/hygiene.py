@@ -98,7 +98,18 @@ def clean_segments(
         if ratio > COMPRESSION_RATIO_MAX and (logprob is None or logprob < LOGPROB_MIN):
             continue
         kept.append(replace(seg, text=text) if text != seg.text else seg)
-    return _collapse_segment_loops(kept)
+    return _end_before_next(_collapse_segment_loops(kept))
+
+
+def _end_before_next(segments: list[Segment]) -> list[Segment]:
+    """A segment's end cut back to where the next one starts: Whisper may time a window's last segment past the
+    window's audio (into the silence it was padded with), so it ran 0.5 s into the next window's first."""
+    out = list(segments)
+    for i in range(len(out) - 1):
+        nxt = out[i + 1].start
+        if out[i].start < nxt < out[i].end:
+            out[i] = replace(out[i], end=nxt)
+    return out
 
 
 def _collapse_segment_loops(segments: list[Segment]) -> list[Segment]:

@@ -61,23 +61,18 @@ def split_even(items: Sequence[Any], parts: int) -> list[list[Any]]:
     return out
 
 
-_blas: Any = None
-
-
 def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
-    """numpy's OpenBLAS on one thread while we transcribe.
+    """numpy's OpenBLAS (and any other BLAS loaded) on one thread while we transcribe.
 
     Why: OpenBLAS's threads keep spinning for a while after each call (here: the log-mel filterbank product in
     faster-whisper's feature extractor), and on 2 cores that spinning took the core the encoder needed right
     after: 0.20 s per window in the engine against 0.06 s alone; 0.10 s with one BLAS thread (docs/
-    benchmarks.md). That product is small enough that one thread computes it as fast.
+    benchmarks.md). That product is small enough that one thread computes it as fast. The libraries are looked
+    up on each call (~1 ms): a BLAS loaded after the first transcription (scipy's, torch's) is limited too.
     """
-    global _blas
-    if _blas is None:
-        from threadpoolctl import ThreadpoolController
+    from threadpoolctl import threadpool_limits
 
-        _blas = ThreadpoolController()  # finds the BLAS libraries loaded in this process, once
-    return _blas.limit(limits=1, user_api="blas")
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 class _SilencePadded:
