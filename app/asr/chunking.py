@@ -113,8 +113,13 @@ def _pause_in(voiced: np.ndarray, db: np.ndarray, lo: int, hi: int) -> int:
             best_len, best_mid = run, i - run // 2
     if best_len >= 2:
         return lo + best_mid
-    smooth = np.convolve(db[lo:hi], np.ones(10) / 10, mode="same")
-    return lo + int(np.argmin(smooth))
+    return lo + _quietest(db[lo:hi])
+
+
+def _quietest(db: np.ndarray) -> int:
+    """Index of the middle of the quietest 200 ms (10 frames of 20 ms) in `db`: a pause, not a gap between two
+    phones."""
+    return int(np.argmin(np.convolve(db, np.ones(10) / 10, mode="same")))
 
 
 def pack_windows(
@@ -218,8 +223,7 @@ def split_at_pauses(
     db = _frame_db(audio[first:last], frame)
     if db.size == 0:
         return [span]
-    smooth = np.convolve(db, np.ones(10) / 10, mode="same")  # 200 ms: a pause, not a gap between two phones
-    cut = round(start + lo + (int(np.argmin(smooth)) + 0.5) * frame / SAMPLE_RATE, 2)
+    cut = round(start + lo + (_quietest(db) + 0.5) * frame / SAMPLE_RATE, 2)
     return split_at_pauses(audio, (start, cut), max_seconds=max_seconds) + split_at_pauses(
         audio, (cut, end), max_seconds=max_seconds
     )

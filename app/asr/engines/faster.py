@@ -22,12 +22,13 @@ import numpy as np
 
 from app.asr import chunking
 from app.asr.audio import SAMPLE_RATE
+from app.asr.cpu_encoder import CHOICES
 from app.asr.engines.base import Progress
 from app.asr.types import Segment, Word
 from app.asr.weights import ct2_model
 
 log = logging.getLogger(__name__)
-ENCODERS = ("auto", "onnx", "torch-bf16", "ctranslate2")  # app.asr.cpu_encoder.CHOICES
+ENCODERS = CHOICES  # auto | onnx | torch-bf16 | ctranslate2
 SECOND_PASS_BEAM = 5
 
 
