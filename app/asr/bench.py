@@ -46,6 +46,7 @@ BENCH_ENGINES = {
     "faster-whisper-ct2-encoder": "faster-whisper",
     "faster-whisper-onnx-encoder": "faster-whisper",
     "faster-whisper-bf16-encoder": "faster-whisper",
+    "faster-whisper-30s-encoder": "faster-whisper",
 }
 # Attributes set on the built engine for the variants above.
 _VARIANTS: dict[str, dict[str, object]] = {
@@ -57,6 +58,8 @@ _VARIANTS: dict[str, dict[str, object]] = {
     "faster-whisper-ct2-encoder": {"encoder": "ctranslate2"},
     "faster-whisper-onnx-encoder": {"encoder": "onnx"},
     "faster-whisper-bf16-encoder": {"encoder": "torch-bf16"},
+    # Every window's encoder input padded to 30 s, as Whisper was trained (app.asr.encoder_input).
+    "faster-whisper-30s-encoder": {"trim_encoder_input": False},
 }
 DEFAULT_ENGINES = (
     BASELINE,
@@ -64,6 +67,7 @@ DEFAULT_ENGINES = (
     "faster-whisper",
     "faster-whisper-ct2-encoder",
     "faster-whisper-onnx-encoder",
+    "faster-whisper-30s-encoder",
     "faster-whisper-greedy",
     "faster-whisper-sequential",
 )

@@ -1,7 +1,8 @@
 """Which Whisper encoder feeds CTranslate2's decoder on a CPU, and the swap that puts it there.
 
-The encoder is most of CPU transcription time (it always runs on 30 s of frames), and the fastest one depends on
-the CPU's matrix units, so `auto` picks by what the CPU has:
+The encoder is most of CPU transcription time, and the fastest one depends on the CPU's matrix units, so `auto`
+picks by what the CPU has (both take fewer than 3,000 frames: a short window is cut after its speech plus a
+margin, app.asr.encoder_input):
 
 - **AMX (bf16 tiles: Intel Sapphire Rapids and later)**: openai-whisper's own encoder in torch under bfloat16
   autocast. oneDNN runs its matrix products on AMX: 0.06-0.08 s per 30 s window on 2 cores, against 0.13 s
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from app.asr.encoder_input import MARGIN_FRAMES
 
 Encoder = Callable[[np.ndarray], np.ndarray]
 CHOICES = ("auto", "onnx", "torch-bf16", "ctranslate2")
@@ -51,6 +54,9 @@ class TorchBf16Encoder:
     meanwhile in its single-threaded decode.
     """
 
+    # Takes fewer than 3000 frames: a window's speech + 5 s (app.asr.encoder_input, quality measured there).
+    trim_margin = MARGIN_FRAMES
+
     def __init__(self, checkpoint: Path) -> None:
         import whisper
 
@@ -58,15 +64,21 @@ class TorchBf16Encoder:
         # Float32 master weights (the checkpoint is fp16): autocast casts them for the matrix products and keeps
         # layer norms and the residual stream in float32.
         self.encoder = model.encoder.float().eval()
+        self.n_mels = int(model.dims.n_mels)
         del model
 
     def __call__(self, mel: np.ndarray) -> np.ndarray:
         import torch
 
+        from app.asr.encoder_input import encode_any_length
+
         x = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-            out = self.encoder(x)
-        return np.ascontiguousarray(out.float().numpy())
+            # One row at a time: oneDNN builds kernels per input shape (~0.1 s each time it meets a new one), and
+            # rows x lengths would be many shapes; a 30 s window alone fills the matrix units anyway (a batch of
+            # 4 measured no faster than its rows one by one).
+            rows = [encode_any_length(self.encoder, x[i : i + 1]) for i in range(x.shape[0])]
+        return np.ascontiguousarray(torch.cat(rows).float().numpy())
 
 
 def load(choice: str, checkpoint: Path, cache_dir: Path, *, threads: int) -> tuple[Encoder, str]:
@@ -83,11 +95,18 @@ def load(choice: str, checkpoint: Path, cache_dir: Path, *, threads: int) -> tup
 
 
 class EncoderSwap:
-    """Stands in for a `ctranslate2.models.Whisper`: `encode` runs our encoder, the rest is CTranslate2's."""
+    """Stands in for a `ctranslate2.models.Whisper`: `encode` runs our encoder, the rest is CTranslate2's.
 
-    def __init__(self, model: Any, encoder: Encoder) -> None:
+    With `trim`, an encoder that takes any length (one with a `trim_margin`, in frames) sees only a window's
+    speech plus that margin of silence (app.asr.encoder_input), and CTranslate2's decoder attends over that many
+    frames.
+    """
+
+    def __init__(self, model: Any, encoder: Encoder, *, trim: bool = True) -> None:
         self._model = model
         self._encoder = encoder
+        margin: int | None = getattr(encoder, "trim_margin", None)
+        self.trim_margin = margin if trim else None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
@@ -95,5 +114,17 @@ class EncoderSwap:
     def encode(self, features: Any, to_cpu: bool = False) -> Any:
         import ctranslate2
 
+        from app.asr.encoder_input import frames_to_encode
+
         mel = np.asarray(features, dtype=np.float32)  # a CPU StorageView exposes the array interface
+        if self.trim_margin is not None:
+            mel = mel[:, :, : frames_to_encode(mel, self.trim_margin)]
         return ctranslate2.StorageView.from_array(self._encoder(mel))
+
+    def warm_up(self) -> None:
+        """Run the encoder once at every input length it will meet, so no transcription pays for the first."""
+        from app.asr.encoder_input import FULL_FRAMES, lengths
+
+        n_mels = int(getattr(self._encoder, "n_mels", 80))
+        for frames in lengths() if self.trim_margin is not None else [FULL_FRAMES]:
+            self._encoder(np.zeros((1, n_mels, frames), dtype=np.float32))

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from app.asr import chunking
+from app.asr import chunking, cpu_encoder
 from app.asr.audio import SAMPLE_RATE
 from app.asr.cpu_encoder import CHOICES
 from app.asr.engines.base import Progress
@@ -109,6 +109,7 @@ class FasterWhisperEngine:
         vad: str = "energy",
         beam_size: int = 2,
         encoder: str = "auto",
+        trim_encoder_input: bool = True,
         cache_dir: Path | None = None,
     ) -> None:
         if vad not in ("energy", "silero", "none"):
@@ -128,6 +129,8 @@ class FasterWhisperEngine:
         # auto on CPU: torch bf16 on AMX CPUs, else the int8 ONNX export (app.asr.cpu_encoder), when there is a
         # local model and a cache folder; else CTranslate2's own. encoder_used says which runs once loaded.
         self.encoder = encoder
+        # Short windows: the encoder sees the speech + 5 s, not 30 s (app.asr.encoder_input; swapped encoders only).
+        self.trim_encoder_input = trim_encoder_input
         self.cache_dir = cache_dir
         self.encoder_used = ""
         if batch_size <= 1:
@@ -157,7 +160,6 @@ class FasterWhisperEngine:
             self._pipeline = BatchedInferencePipeline(self._model)
 
     def _swap_encoder(self) -> None:
-        from app.asr import cpu_encoder
         from app.asr.weights import openai_checkpoint
 
         try:
@@ -173,11 +175,13 @@ class FasterWhisperEngine:
             # auto: CTranslate2's encoder gives the same text, a little slower (docs/benchmarks.md).
             log.warning("Whisper encoder unavailable (%s: %s); using CTranslate2's", type(exc).__name__, exc)
             return
-        self._model.model = cpu_encoder.EncoderSwap(self._model.model, encoder)
+        self._model.model = cpu_encoder.EncoderSwap(self._model.model, encoder, trim=self.trim_encoder_input)
         self.encoder_used = name
 
     def warm_up(self) -> None:
         self._load()
+        if isinstance(self._model.model, cpu_encoder.EncoderSwap):
+            self._model.model.warm_up()
         # Real-ish input (noise) rather than zeros: VAD must find "speech" so the decoder runs too.
         rng = np.random.default_rng(0)
         noise = (rng.standard_normal(SAMPLE_RATE * 3 * self.workers) * 0.1).astype(np.float32)
