@@ -47,6 +47,9 @@ def test_a_batch_takes_its_longest_row_and_full_windows_are_never_cut() -> None:
     # 26 s of speech: 26 + 5 s is past 30 s, so the whole window.
     long = _mel((rng.standard_normal(26 * SAMPLE_RATE) * 0.1).astype(np.float32))
     assert encoder_input.frames_to_encode(long) == 3000
+    # Digital silence throughout (nothing above the floor) and an empty batch: the shortest input / no cut.
+    assert encoder_input.frames_to_encode(_mel(np.zeros(5 * SAMPLE_RATE, dtype=np.float32))) == 1000
+    assert encoder_input.frames_to_encode(np.zeros((0, 80, 3000), dtype=np.float32)) == 3000
 
 
 def test_mel_padded_with_zeros_has_no_silence_tail_and_is_not_cut() -> None:

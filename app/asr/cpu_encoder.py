@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from app.asr.encoder_input import MARGIN_FRAMES
+from app.asr import encoder_input
 
 Encoder = Callable[[np.ndarray], np.ndarray]
 CHOICES = ("auto", "onnx", "torch-bf16", "ctranslate2")
@@ -47,7 +47,8 @@ def auto_choice(flags: set[str]) -> str:
 
 
 class TorchBf16Encoder:
-    """(batch, n_mels, 3000) log-mel -> (batch, 1500, d_model) float32: openai-whisper's encoder, bf16 autocast.
+    """(batch, n_mels, frames <= 3000) log-mel -> (batch, frames / 2, d_model) float32: openai-whisper's encoder,
+    bf16 autocast.
 
     Safe to call from several decoding workers at once (inference only, no state). Threads: torch's own pool
     (all cores), which measured faster on 2 cores than one encoder at a time (a lock): the other worker is
@@ -55,7 +56,7 @@ class TorchBf16Encoder:
     """
 
     # Takes fewer than 3000 frames: a window's speech + 5 s (app.asr.encoder_input, quality measured there).
-    trim_margin = MARGIN_FRAMES
+    trim_margin = encoder_input.MARGIN_FRAMES
 
     def __init__(self, checkpoint: Path) -> None:
         import whisper
@@ -70,14 +71,12 @@ class TorchBf16Encoder:
     def __call__(self, mel: np.ndarray) -> np.ndarray:
         import torch
 
-        from app.asr.encoder_input import encode_any_length
-
         x = torch.from_numpy(np.ascontiguousarray(mel, dtype=np.float32))
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
             # One row at a time: oneDNN builds kernels per input shape (~0.1 s each time it meets a new one), and
             # rows x lengths would be many shapes; a 30 s window alone fills the matrix units anyway (a batch of
             # 4 measured no faster than its rows one by one).
-            rows = [encode_any_length(self.encoder, x[i : i + 1]) for i in range(x.shape[0])]
+            rows = [encoder_input.encode_any_length(self.encoder, x[i : i + 1]) for i in range(x.shape[0])]
         return np.ascontiguousarray(torch.cat(rows).float().numpy())
 
 
@@ -114,17 +113,14 @@ class EncoderSwap:
     def encode(self, features: Any, to_cpu: bool = False) -> Any:
         import ctranslate2
 
-        from app.asr.encoder_input import frames_to_encode
-
         mel = np.asarray(features, dtype=np.float32)  # a CPU StorageView exposes the array interface
         if self.trim_margin is not None:
-            mel = mel[:, :, : frames_to_encode(mel, self.trim_margin)]
+            mel = mel[:, :, : encoder_input.frames_to_encode(mel, self.trim_margin)]
         return ctranslate2.StorageView.from_array(self._encoder(mel))
 
     def warm_up(self) -> None:
         """Run the encoder once at every input length it will meet, so no transcription pays for the first."""
-        from app.asr.encoder_input import FULL_FRAMES, lengths
-
         n_mels = int(getattr(self._encoder, "n_mels", 80))
-        for frames in lengths() if self.trim_margin is not None else [FULL_FRAMES]:
+        lengths = encoder_input.lengths() if self.trim_margin is not None else [encoder_input.FULL_FRAMES]
+        for frames in lengths:
             self._encoder(np.zeros((1, n_mels, frames), dtype=np.float32))
