@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,16 @@ def test_export_is_cached_and_close_to_the_torch_encoder(whisper_cache: Path) ->
     stamp = path.stat().st_mtime_ns
     assert export(checkpoint, whisper_cache) == path and path.stat().st_mtime_ns == stamp  # made once
     assert not list(whisper_cache.glob("*.tmp"))  # no temp files left behind
+
+    import onnx
+
+    ops = Counter(node.op_type for node in onnx.load(str(path)).graph.node)
+    layers = 4  # tiny.en's encoder
+    # The recipe that makes it fast (app/asr/onnx_encoder.py): one fused attention node per layer (no float32
+    # score matrix), float32 convolutions (no ConvInteger), every linear layer int8 (q, k, v, out, 2 MLP).
+    assert ops["MultiHeadAttention"] == layers and ops["Softmax"] == 0
+    assert ops["Conv"] == 2 and ops["ConvInteger"] == 0
+    assert ops["MatMulInteger"] == 6 * layers
 
     model = whisper.load_model(str(checkpoint), device="cpu")
     audio = whisper.pad_or_trim(load_audio(SPEECH / "jfk.mp3"))

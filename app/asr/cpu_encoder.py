@@ -7,9 +7,11 @@ margin, app.asr.encoder_input):
 - **AMX (bf16 tiles: Intel Sapphire Rapids and later)**: openai-whisper's own encoder in torch under bfloat16
   autocast. oneDNN runs its matrix products on AMX: 0.06-0.08 s per 30 s window on 2 cores, against 0.13 s
   for ONNX Runtime's int8 (VNNI) and 0.18 s for torch float32; the 8 dev episodes transcribe 1.5-1.7x faster
-  end to end (docs/benchmarks.md). Output 0.9999 cosine-similar to float32.
+  end to end (docs/benchmarks.md). Output 0.9999 cosine-similar to float32. (The ONNX figure predates its fused
+  attention, 0.72x the time on a Zen 4; not measured again on an AMX CPU.)
 - **anything else** (AVX-512 VNNI, AVX2, ARM): the int8 ONNX Runtime export (app.asr.onnx_encoder). Without AMX,
-  bf16 has no kernel that beats VNNI int8 (AVX512-BF16 doubles float32's rate, VNNI int8 quadruples it).
+  bf16 has no kernel that beats VNNI int8 (AVX512-BF16 doubles float32's rate, VNNI int8 quadruples it): on a
+  Zen 4 with AVX512-BF16 the bf16 encoder made the bench 0.94-0.95x as fast as the ONNX one.
 
 CTranslate2's `Whisper.generate` accepts encoder output in place of log-mel features, so only the encoder
 changes hands: decoding, timestamps, beam search and the batched pipeline stay CTranslate2's.

@@ -7,9 +7,16 @@ window on 2 AVX-512 cores; ONNX Runtime's int8 kernels (VNNI) take ~100-125 ms f
 only the encoder changes hands: decoding, timestamps, beam search and the batched pipeline stay as they are.
 
 The export runs once per model: the openai-whisper checkpoint (itself converted from the same CTranslate2 weights,
-app.asr.weights) -> torch AudioEncoder -> ONNX -> dynamic int8 quantisation with per-output-channel scales, the
-grid CTranslate2's int8 weights were on. Cached under models_dir next to the checkpoint; written to a temp name
-and renamed, so two workers exporting at once both end up with a whole file.
+app.asr.weights) -> torch AudioEncoder -> ONNX -> dynamic int8 quantisation of the linear layers with
+per-output-channel scales, the grid CTranslate2's int8 weights were on. Cached under models_dir next to the
+checkpoint; written to a temp name and renamed, so two workers exporting at once both end up with a whole file.
+
+Two choices in that recipe come from ONNX Runtime's profiler (one 30 s window, one thread, Zen 4 with AVX-512
+VNNI; docs/benchmarks.md). The first export spent 338 ms: 186 ms in self-attention written out as MatMul ->
+Softmax -> MatMul (1,500 x 1,500 float32 scores per head, 54 MB per layer, more than the L3 holds) and 64 ms in
+the two convolutions quantised to ConvInteger, a slow kernel, against 63 ms for all the int8 linear layers
+together. So attention is exported as ONNX Runtime's fused `com.microsoft.MultiHeadAttention` (float32 in tiles,
+the same numbers: 148 ms) and the convolutions stay float32 (19 ms, and exact): 244 ms in all, 0.72x.
 
 Without VNNI (AVX2-only CPUs, e.g. Zen 3) ONNX Runtime multiplies u8 activations by s8 weights with VPMADDUBSW,
 whose int16 pair sums saturate at full-range weights: there the output is 0.973 (jfk) / 0.941 (an episode
@@ -29,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-EXPORT_VERSION = "2"  # bump when the recipe changes, so stale caches are not reused (2: any number of frames)
+EXPORT_VERSION = "3"  # bump when the recipe changes, so stale caches are not reused
+# (2: any number of frames; 3: fused attention, float32 convolutions)
 _lock = threading.Lock()
 log = logging.getLogger(__name__)
 
@@ -67,9 +75,13 @@ def export(checkpoint: Path, cache_dir: Path) -> Path:
                     output_names=["audio_features"],
                     dynamic_axes={"mel": {0: "batch", 2: "frames"}, "audio_features": {0: "batch", 1: "positions"}},
                     opset_version=17,
+                    custom_opsets={"com.microsoft": 1},
                     dynamo=False,
                 )
-            quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
+            # Linear layers only: ConvInteger is slower than the float32 convolution it replaces.
+            quantize_dynamic(
+                str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True, op_types_to_quantize=["MatMul"]
+            )
             os.replace(int8, dest)
         finally:
             fp32.unlink(missing_ok=True)
@@ -78,12 +90,44 @@ def export(checkpoint: Path, cache_dir: Path) -> Path:
     return dest
 
 
+def _fused_attention(n_head: int) -> Any:
+    """A stand-in for openai-whisper's `MultiHeadAttention.qkv_attention` that the TorchScript exporter writes as
+    one `com.microsoft.MultiHeadAttention` node (scale 1/sqrt(head size), as Whisper's); in torch it is SDPA."""
+    import torch
+    import torch.nn.functional as F
+
+    class FusedAttention(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            batch, frames, width = q.shape
+
+            def heads(x: torch.Tensor) -> torch.Tensor:
+                return x.view(batch, -1, n_head, width // n_head).transpose(1, 2)
+
+            out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v))
+            return out.transpose(1, 2).reshape(batch, frames, width)
+
+        @staticmethod
+        def symbolic(g: Any, q: Any, k: Any, v: Any) -> Any:
+            return g.op("com.microsoft::MultiHeadAttention", q, k, v, num_heads_i=n_head)
+
+    def qkv_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any = None) -> tuple[Any, None]:
+        assert mask is None  # the encoder's attention is not masked
+        return FusedAttention.apply(q, k, v), None
+
+    return qkv_attention
+
+
 def _any_length_module(encoder: Any) -> Any:
     """The encoder as a module whose forward takes any even number of frames <= 3000 (exported with a dynamic
-    frames axis; app.asr.encoder_input)."""
+    frames axis; app.asr.encoder_input), its attention exported fused (`_fused_attention`). Patches `encoder`'s
+    attention layers: pass one that is thrown away after the export."""
     import torch
 
     from app.asr.encoder_input import encode_any_length
+
+    for block in encoder.blocks:
+        block.attn.qkv_attention = _fused_attention(block.attn.n_head)
 
     class AnyLength(torch.nn.Module):
         def __init__(self) -> None:
