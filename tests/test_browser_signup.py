@@ -191,17 +191,22 @@ def _navigate(driver, element) -> None:  # type: ignore[no-untyped-def]
     """Click a link or submit button and wait until the next page has replaced this one.
 
     Without the wait, a find right after the click can get the old page's element, which then goes stale
-    mid-read (seen on a loaded CI machine).
+    mid-read (seen on a loaded CI machine). The old page is recognised by a mark set on its window object, which a
+    new document does not have. Selenium's `staleness_of` is not used: while the old document is being torn down
+    Chrome can answer its element check with "Node with given id does not belong to the document" (an unknown
+    error, not StaleElementReference), which failed a CI run; here any error while the page is changing just means
+    "ask again".
     """
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old = driver.find_element(By.TAG_NAME, "html")
+    driver.execute_script("window.__podbriefOldPage = true;")
     element.click()
-    wait = WebDriverWait(driver, 20)
-    wait.until(ec.staleness_of(old))
-    wait.until(lambda drv: drv.execute_script("return document.readyState") == "complete")
+    WebDriverWait(driver, 20, ignored_exceptions=(WebDriverException,)).until(
+        lambda drv: drv.execute_script(
+            "return window.__podbriefOldPage === undefined && document.readyState === 'complete';"
+        )
+    )
 
 
 def _shot(driver, path: Path) -> None:  # type: ignore[no-untyped-def]
