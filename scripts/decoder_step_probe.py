@@ -33,37 +33,17 @@ BEAMS = 2
 SOT = 50257  # tiny.en's <|startoftranscript|>
 
 
-def _mha(n_head: int) -> Any:
-    """Attention that exports as com.microsoft.MultiHeadAttention (4-D keys/values: already split into heads)."""
-    import torch
-    import torch.nn.functional as F
-
-    class MHA(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx: Any, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            b, tq, w = q.shape
-
-            def heads(x: torch.Tensor) -> torch.Tensor:
-                return x if x.dim() == 4 else x.view(b, -1, n_head, w // n_head).transpose(1, 2)
-
-            return F.scaled_dot_product_attention(heads(q), heads(k), heads(v)).transpose(1, 2).reshape(b, tq, w)
-
-        @staticmethod
-        def symbolic(g: Any, q: Any, k: Any, v: Any) -> Any:
-            return g.op("com.microsoft::MultiHeadAttention", q, k, v, num_heads_i=n_head)
-
-    return MHA.apply
-
-
 def export_decoder(checkpoint: Path, out: Path) -> tuple[Path, Path, int]:
     """(step.onnx, cross.onnx, layers), both int8."""
     import torch
     import whisper
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from app.asr.onnx_encoder import fused_attention_op
+
     dec = whisper.load_model(str(checkpoint), device="cpu").float().eval().decoder.requires_grad_(False)
     n_head, width, layers = dec.blocks[0].attn.n_head, dec.token_embedding.weight.shape[1], len(dec.blocks)
-    mha = _mha(n_head)
+    mha = fused_attention_op(n_head)
 
     class Step(torch.nn.Module):
         def __init__(self) -> None:

@@ -90,9 +90,11 @@ def export(checkpoint: Path, cache_dir: Path) -> Path:
     return dest
 
 
-def _fused_attention(n_head: int) -> Any:
-    """A stand-in for openai-whisper's `MultiHeadAttention.qkv_attention` that the TorchScript exporter writes as
-    one `com.microsoft.MultiHeadAttention` node (scale 1/sqrt(head size), as Whisper's); in torch it is SDPA."""
+def fused_attention_op(n_head: int) -> Any:
+    """attention(q, k, v) that the TorchScript exporter writes as one `com.microsoft.MultiHeadAttention` node
+    (scale 1/sqrt(head size), as Whisper's); in torch it is SDPA. q is (batch, positions, width); k and v the same,
+    or already split into heads, (batch, n_head, positions, width / n_head), the layout the node reads without a
+    transpose (scripts/decoder_step_probe.py hands it precomputed cross-attention keys that way)."""
     import torch
     import torch.nn.functional as F
 
@@ -102,7 +104,7 @@ def _fused_attention(n_head: int) -> Any:
             batch, frames, width = q.shape
 
             def heads(x: torch.Tensor) -> torch.Tensor:
-                return x.view(batch, -1, n_head, width // n_head).transpose(1, 2)
+                return x if x.dim() == 4 else x.view(batch, -1, n_head, width // n_head).transpose(1, 2)
 
             out = F.scaled_dot_product_attention(heads(q), heads(k), heads(v))
             return out.transpose(1, 2).reshape(batch, frames, width)
@@ -111,10 +113,17 @@ def _fused_attention(n_head: int) -> Any:
         def symbolic(g: Any, q: Any, k: Any, v: Any) -> Any:
             return g.op("com.microsoft::MultiHeadAttention", q, k, v, num_heads_i=n_head)
 
-    def qkv_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any = None) -> tuple[Any, None]:
+    return FusedAttention.apply
+
+
+def _fused_attention(n_head: int) -> Any:
+    """A stand-in for openai-whisper's `MultiHeadAttention.qkv_attention` exported as `fused_attention_op`."""
+    attention = fused_attention_op(n_head)
+
+    def qkv_attention(q: Any, k: Any, v: Any, mask: Any = None) -> tuple[Any, None]:
         if mask is not None:  # the encoder's attention is never masked; the fused node takes no mask
             raise ValueError("the fused encoder attention takes no mask")
-        return FusedAttention.apply(q, k, v), None
+        return attention(q, k, v), None
 
     return qkv_attention
 
