@@ -12,6 +12,10 @@ alternative tried so far, so the next attempt starts from figures:
   reads without a transpose, shared by a window's beams), linear layers int8 (dynamic, per channel). Driven for
   100 steps with 2 rows a window, argmax, no beam reordering and no timestamp rules: a lower bound for a real
   decoder built on it.
+- `torch`: the same decoder step in eager torch: linear layers int8 (`quantize_dynamic`, fbgemm: weights packed
+  once, not at every call), query|key|value in one product, self-attention keys and values in a preallocated
+  cache, cross keys and values computed once per window and shared by its beams (the beams are the query length
+  of one attention call). Same driver, same lower bound.
 
     .venv/bin/python scripts/decoder_step_probe.py [--windows 1 4 8] [--audio EPISODE.mp3]
 
@@ -155,6 +159,84 @@ def onnxruntime_ms_per_step(step: Any, cross: Any, layers: int, features: np.nda
     return 1000 * (time.perf_counter() - start) / steps
 
 
+def torch_step(checkpoint: Path) -> Any:
+    """(step(tokens, pos, caches, cross) -> logits, cross_kv(xa) -> per-layer (K, V), caches(rows) -> list)."""
+    import torch
+    import torch.nn.functional as F
+    import whisper
+
+    torch.set_num_threads(1)
+    dec = whisper.load_model(str(checkpoint), device="cpu").float().eval().decoder.requires_grad_(False)
+    n_head, width = dec.blocks[0].attn.n_head, dec.token_embedding.weight.shape[1]
+    head = width // n_head
+
+    def linear(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.nn.Linear:
+        lin = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        lin.weight.data = weight.clone()
+        if bias is not None:
+            lin.bias.data = bias.clone()
+        return lin
+
+    fused = torch.nn.ModuleDict(
+        {
+            "proj": linear(dec.token_embedding.weight, None),
+            **{
+                f"qkv{i}": linear(
+                    torch.cat([b.attn.query.weight, b.attn.key.weight, b.attn.value.weight]),
+                    torch.cat([b.attn.query.bias, torch.zeros(width), b.attn.value.bias]),
+                )
+                for i, b in enumerate(dec.blocks)
+            },
+        }
+    )
+    q8 = torch.ao.quantization.quantize_dynamic(
+        torch.nn.ModuleDict({"dec": dec, "fused": fused}), {torch.nn.Linear}, dtype=torch.qint8
+    )
+    qdec, qf = q8["dec"], q8["fused"]
+
+    def cross_kv(xa: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.view(xa.shape[0], -1, n_head, head).transpose(1, 2).contiguous()
+
+        return [(heads(b.cross_attn.key(xa)), heads(b.cross_attn.value(xa))) for b in qdec.blocks]
+
+    def caches(rows: int) -> list[torch.Tensor]:
+        return [torch.zeros(rows, n_head, 448, head) for _ in range(2 * len(qdec.blocks))]
+
+    def step(tokens: torch.Tensor, pos: int, cache: list[torch.Tensor], cross: list[Any]) -> torch.Tensor:
+        rows, windows = tokens.shape[0], cross[0][0].shape[0]
+        x = qdec.token_embedding(tokens) + qdec.positional_embedding[pos]
+        for i, b in enumerate(qdec.blocks):
+            qkv = qf[f"qkv{i}"](b.attn_ln(x)).view(rows, 3, n_head, head)
+            k, v = cache[2 * i], cache[2 * i + 1]
+            k[:, :, pos], v[:, :, pos] = qkv[:, 1], qkv[:, 2]
+            a = F.scaled_dot_product_attention(qkv[:, 0].unsqueeze(2), k[:, :, : pos + 1], v[:, :, : pos + 1])
+            x = x + b.attn.out(a.reshape(rows, width))
+            # A window's beams are the query length of one attention over its one copy of the audio keys/values.
+            q = b.cross_attn.query(b.cross_attn_ln(x)).view(windows, rows // windows, n_head, head).transpose(1, 2)
+            a = F.scaled_dot_product_attention(q, *cross[i])
+            x = x + b.cross_attn.out(a.transpose(1, 2).reshape(rows, width))
+            x = x + b.mlp(b.mlp_ln(x))
+        return qf["proj"](qdec.ln(x))
+
+    return step, cross_kv, caches
+
+
+def torch_ms_per_step(runtime: Any, features: np.ndarray, steps: int = 100) -> float:
+    import torch
+
+    step, cross_kv, caches = runtime
+    with torch.inference_mode():
+        cross = cross_kv(torch.from_numpy(np.ascontiguousarray(features)))
+        rows = len(features) * BEAMS
+        cache = caches(rows)
+        tokens = torch.full((rows,), SOT, dtype=torch.long)
+        start = time.perf_counter()
+        for pos in range(steps):
+            tokens = step(tokens, pos, cache, cross).log_softmax(-1).argmax(-1)
+        return 1000 * (time.perf_counter() - start) / steps
+
+
 def main() -> None:
     from faster_whisper import WhisperModel
     from faster_whisper.tokenizer import Tokenizer
@@ -189,12 +271,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         step_path, cross_path, layers = export_decoder(checkpoint, Path(tmp))
         step, cross = _session(step_path), _session(cross_path)
+        runtime = torch_step(checkpoint)
         report = []
         for w in args.windows:
             ct2 = ctranslate2_ms_per_step(features[:w], prompt)
             ort_ms = onnxruntime_ms_per_step(step, cross, layers, features[:w])
+            torch_ms_per_step(runtime, features[:w], steps=5)  # first calls pick kernels and allocate
+            torch_ms = torch_ms_per_step(runtime, features[:w])
             report.append({"windows": w, "beams": BEAMS, "ctranslate2_ms_per_step": round(ct2, 2),
-                           "onnxruntime_ms_per_step": round(ort_ms, 2), "ratio": round(ct2 / ort_ms, 2)})  # fmt: skip
+                           "onnxruntime_ms_per_step": round(ort_ms, 2), "ratio": round(ct2 / ort_ms, 2),
+                           "torch_ms_per_step": round(torch_ms, 2),
+                           "torch_ratio": round(ct2 / torch_ms, 2)})  # fmt: skip
     print(json.dumps({"threads": 1, "results": report}, indent=2))
 
 
