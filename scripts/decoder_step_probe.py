@@ -1,9 +1,9 @@
-"""Probe: what one Whisper decoding step costs on this CPU in CTranslate2, and in an ONNX Runtime int8 decoder.
+"""Probe: what one Whisper decoding step costs on this CPU in CTranslate2, and in ONNX Runtime and torch int8 decoders.
 
 Not part of the service. Why it exists: on AMD CPUs CTranslate2's decoder is most of CPU transcription time
 (docs/benchmarks.md): oneDNN repacks the int8 weights at every call, and every beam attends over its own copy of
-the window's cross-attention keys and values (float32, 18 MB a window for tiny.en). This measures the one
-alternative tried so far, so the next attempt starts from figures:
+the window's cross-attention keys and values (float32, 18 MB a window for tiny.en). This measures the two
+alternatives tried so far (both install offline), so the next attempt starts from figures:
 
 - `ctranslate2`: `Whisper.generate` (beam 2, up to 448 tokens) on W real 25 s windows of an eval episode, encoded
   by our int8 ONNX encoder; ms per step = wall / mean tokens per window.
