@@ -164,6 +164,15 @@ def onnxruntime_ms_per_step(step: Any, cross: Any, layers: int, features: np.nda
     return 1000 * (time.perf_counter() - start) / steps
 
 
+def fused_qkv(attn: Any) -> tuple[Any, Any]:
+    """(weight, bias) of a block's self-attention query|key|value as one product (Whisper's key has no bias)."""
+    import torch
+
+    weight = torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]).detach()
+    bias = torch.cat([attn.query.bias, torch.zeros_like(attn.query.bias), attn.value.bias]).detach()
+    return weight, bias
+
+
 def torch_step(checkpoint: Path) -> Any:
     """(step(tokens, pos, caches, cross) -> logits, cross_kv(xa) -> per-layer (K, V), caches(rows) -> list)."""
     import torch
@@ -185,13 +194,7 @@ def torch_step(checkpoint: Path) -> Any:
     fused = torch.nn.ModuleDict(
         {
             "proj": linear(dec.token_embedding.weight, None),
-            **{
-                f"qkv{i}": linear(
-                    torch.cat([b.attn.query.weight, b.attn.key.weight, b.attn.value.weight]),
-                    torch.cat([b.attn.query.bias, torch.zeros(width), b.attn.value.bias]),
-                )
-                for i, b in enumerate(dec.blocks)
-            },
+            **{f"qkv{i}": linear(*fused_qkv(b.attn)) for i, b in enumerate(dec.blocks)},
         }
     )
     q8 = torch.ao.quantization.quantize_dynamic(
@@ -282,10 +285,8 @@ class NativeDecoder:
         )
         for i, b in enumerate(dec.blocks):
             a = b.attn
-            qkv_w = np.concatenate([f32(a.query.weight), f32(a.key.weight), f32(a.value.weight)])
-            qkv_b = np.concatenate([f32(a.query.bias), np.zeros(self.width, np.float32), f32(a.value.bias)])
             for which, (w, bias) in enumerate(
-                [(qkv_w, qkv_b), (f32(a.out.weight), f32(a.out.bias)),
+                [tuple(map(f32, fused_qkv(a))), (f32(a.out.weight), f32(a.out.bias)),
                  (f32(b.cross_attn.query.weight), f32(b.cross_attn.query.bias)),
                  (f32(b.cross_attn.out.weight), f32(b.cross_attn.out.bias)),
                  (f32(b.mlp[0].weight), f32(b.mlp[0].bias)), (f32(b.mlp[2].weight), f32(b.mlp[2].bias))]
