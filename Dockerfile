@@ -4,6 +4,9 @@ ARG TORCH_SPEC="torch==2.13.0"
 ARG TORCH_INDEX=""
 WORKDIR /srv/podbrief
 ENV PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 PODBRIEF_VAR_DIR=/srv/podbrief/var
+# g++: the CPU worker compiles the native Whisper decoder for its own CPU at first use (app/asr/native_decoder);
+# without it, CTranslate2's decoder runs instead (slower, same rules).
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml constraints.txt README.md alembic.ini ./
 COPY app ./app
 COPY workers ./workers

@@ -16,10 +16,11 @@ alternatives tried so far, so the next attempt starts from figures:
   once, not at every call), query|key|value in one product, self-attention keys and values in a preallocated
   cache, cross keys and values computed once per window and shared by its beams (the beams are the query length
   of one attention call). Same driver, same lower bound.
-- `native`: the step hand-written in C++ for AVX-512 VNNI (scripts/native_decoder_step.cpp, built here with the
-  system g++ -march=native): int8 weights packed once, cross keys and values float16 and shared by a window's
-  beams. Same driver, same lower bound; `native_agreement` is the share of 60 greedy tokens on 2 windows equal
-  to openai-whisper's float32 torch decoder (checks the step computes the right thing). Left out (null, with the
+- `native`: the step hand-written in C++ for AVX-512 VNNI that the engine now uses (app/asr/native_decoder,
+  built with the system g++ -march=native): int8 weights packed once, cross keys and values float16 and shared by
+  a window's beams. Same driver, same lower bound; `native_agreement` is the share of 60 steps on 2 windows at which its
+  argmax equals openai-whisper's float32 torch decoder's, both fed the float32 decoder's greedy tokens (checks the
+  step computes the right thing). Left out (null, with the
   reason) without g++ or avx512_vnni.
 
     .venv/bin/python scripts/decoder_step_probe.py [--windows 1 4 8] [--audio EPISODE.mp3]
@@ -245,117 +246,49 @@ def torch_ms_per_step(runtime: Any, features: np.ndarray, steps: int = 100) -> f
         return 1000 * (time.perf_counter() - start) / steps
 
 
-class NativeDecoder:
-    """scripts/native_decoder_step.cpp built and loaded, with tiny.en's decoder weights quantized and packed."""
-
-    def __init__(self, checkpoint: Path, build_dir: Path) -> None:
-        import ctypes
-        import shutil
-        import subprocess
-
-        import whisper
-
-        if shutil.which("g++") is None:
-            raise RuntimeError("no g++")
-        if "avx512_vnni" not in Path("/proc/cpuinfo").read_text():
-            raise RuntimeError("no avx512_vnni on this CPU")
-        src = Path(__file__).with_name("native_decoder_step.cpp")
-        lib_path = build_dir / "libnative_decoder_step.so"
-        cmd = ["g++", "-O3", "-march=native", "-ffast-math", "-shared", "-fPIC", "-o", str(lib_path), str(src)]
-        subprocess.run([*cmd, "-lmvec"], check=True)
-        self.lib = ctypes.CDLL(str(lib_path))
-        self._keep: list[np.ndarray] = []  # the library holds pointers into these arrays
-        dec = whisper.load_model(str(checkpoint), device="cpu").float().eval().decoder
-        self.dec = dec
-        self.width, self.heads = dec.token_embedding.weight.shape[1], dec.blocks[0].attn.n_head
-        self.vocab, self.layers, self.ctx = dec.token_embedding.weight.shape[0], len(dec.blocks), 448
-
-        def f32(t: Any) -> np.ndarray:
-            return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)
-
-        emb, pos, ln_g, ln_b = (
-            f32(dec.token_embedding.weight),
-            f32(dec.positional_embedding),
-            f32(dec.ln.weight),
-            f32(dec.ln.bias),
-        )
-        self._keep += [emb, pos, ln_g, ln_b]
-        self.lib.set_model(
-            self.width, self.heads, self.vocab, self.layers, self.ctx, *map(self._ptr, (emb, pos, ln_g, ln_b))
-        )
-        for i, b in enumerate(dec.blocks):
-            a = b.attn
-            for which, (w, bias) in enumerate(
-                [tuple(map(f32, fused_qkv(a))), (f32(a.out.weight), f32(a.out.bias)),
-                 (f32(b.cross_attn.query.weight), f32(b.cross_attn.query.bias)),
-                 (f32(b.cross_attn.out.weight), f32(b.cross_attn.out.bias)),
-                 (f32(b.mlp[0].weight), f32(b.mlp[0].bias)), (f32(b.mlp[2].weight), f32(b.mlp[2].bias))]
-            ):  # fmt: skip
-                self._linear(i, which, w, bias)
-            norms = [f32(t) for ln in (b.attn_ln, b.cross_attn_ln, b.mlp_ln) for t in (ln.weight, ln.bias)]
-            self._keep += norms
-            self.lib.set_layer_norms(i, *map(self._ptr, norms))
-        self._linear(0, 6, emb, None)  # the vocabulary projection is the token embedding (tied)
-
-    @staticmethod
-    def _ptr(a: np.ndarray) -> Any:
-        import ctypes
-
-        return a.ctypes.data_as(ctypes.c_void_p)
-
-    def _linear(self, layer: int, which: int, w: np.ndarray, bias: np.ndarray | None) -> None:
-        n, k = w.shape
-        scale = (np.abs(w).max(axis=1) / 127 + 1e-12).astype(np.float32)  # int8 per output row
-        q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
-        packed, comp = np.zeros((n + 15) // 16 * 16 * k, np.int8), np.zeros(n, np.int32)
-        self.lib.pack(self._ptr(q), n, k, self._ptr(packed), self._ptr(comp))
-        self._keep += [packed, comp, scale] + ([] if bias is None else [bias])
-        b = None if bias is None else self._ptr(bias)
-        self.lib.set_linear(layer, which, self._ptr(packed), self._ptr(comp), self._ptr(scale), b, k, n)
-
-    def cross_kv(self, features: np.ndarray) -> np.ndarray:
-        """float16 [layer][key|value][window][head][...]: keys as (64, frames16), values as (frames16, 64)."""
-        w, f, _ = features.shape
-        fp, hd = (f + 15) // 16 * 16, self.width // self.heads
-        out = np.zeros((self.layers, 2, w, self.heads, fp * hd), np.float16)
-        for i, b in enumerate(self.dec.blocks):
-            k = features @ b.cross_attn.key.weight.detach().numpy().T
-            v = features @ b.cross_attn.value.weight.detach().numpy().T + b.cross_attn.value.bias.detach().numpy()
-            kt = np.zeros((w, self.heads, hd, fp), np.float32)
-            kt[..., :f] = k.reshape(w, f, self.heads, hd).transpose(0, 2, 3, 1)
-            vv = np.zeros((w, self.heads, fp, hd), np.float32)
-            vv[:, :, :f] = v.reshape(w, f, self.heads, hd).transpose(0, 2, 1, 3)
-            out[i, 0], out[i, 1] = kt.reshape(w, self.heads, -1), vv.reshape(w, self.heads, -1)
-        return out
-
-    def greedy(self, features: np.ndarray, steps: int, beams: int = 1) -> tuple[np.ndarray, float]:
-        """(argmax tokens [rows, steps], ms per step) from <|startoftranscript|>, `beams` rows a window."""
-        w, f, _ = features.shape
-        rows = w * beams
-        cross = self.cross_kv(features)
-        cache = np.zeros((self.layers, 2, rows, self.heads, self.ctx, self.width // self.heads), np.float32)
-        logits = np.empty((rows, self.vocab), np.float32)
-        tokens = np.full(rows, SOT, np.int32)
-        out = []
-        start = time.perf_counter()
-        for pos in range(steps):
-            self.lib.step(self._ptr(tokens), rows, w, f, pos, self._ptr(cache), self._ptr(cross), self._ptr(logits))
-            tokens = logits.argmax(axis=1).astype(np.int32)
-            out.append(tokens)
-        return np.stack(out, axis=1), 1000 * (time.perf_counter() - start) / steps
+def native_greedy(native: Any, features: np.ndarray, steps: int, beams: int = 1) -> tuple[np.ndarray, float]:
+    """(argmax tokens [rows, steps], ms per step) of app.asr.native_decoder's step from <|startoftranscript|>,
+    `beams` rows a window (numpy argmax: no beam search, no timestamp rules)."""
+    w, f, _ = features.shape
+    rows = w * beams
+    cache, cross = native.self_cache(rows), native.cross_cache(w, f)
+    for i in range(w):
+        native.cross_kv(features[i], cross, i)
+    row_slot, window_slot = np.arange(rows, dtype=np.int32), np.arange(w, dtype=np.int32)
+    tokens = np.full(rows, SOT, np.int32)
+    out = []
+    start = time.perf_counter()
+    for pos in range(steps):
+        logits = native.step(tokens, w, row_slot, window_slot, f, pos, cache, cross)
+        tokens = logits.argmax(axis=1).astype(np.int32)
+        out.append(tokens)
+    return np.stack(out, axis=1), 1000 * (time.perf_counter() - start) / steps
 
 
-def native_agreement(native: NativeDecoder, features: np.ndarray, steps: int = 60) -> float:
-    """Share of greedy tokens equal to openai-whisper's float32 torch decoder's on the same encoder output."""
+def native_agreement(native: Any, checkpoint: Path, features: np.ndarray, steps: int = 60) -> float:
+    """Share of steps at which the native step's argmax equals openai-whisper's float32 torch decoder's, both fed
+    the float32 decoder's own greedy tokens (teacher-forced: one early tie broken the other way would otherwise
+    shift every later comparison)."""
     import torch
+    import whisper
 
-    ours, _ = native.greedy(features, steps)
+    dec = whisper.load_model(str(checkpoint), device="cpu").float().eval().decoder
     tokens = torch.full((len(features), 1), SOT)
     with torch.no_grad():
         audio = torch.from_numpy(np.ascontiguousarray(features))
         for _ in range(steps):
-            tokens = torch.cat([tokens, native.dec(tokens, audio)[:, -1].argmax(-1, keepdim=True)], dim=1)
-    return float((tokens[:, 1:].numpy() == ours).mean())
+            tokens = torch.cat([tokens, dec(tokens, audio)[:, -1].argmax(-1, keepdim=True)], dim=1)
+    want = tokens.numpy().astype(np.int32)
+    w, f, _ = features.shape
+    cache, cross = native.self_cache(w), native.cross_cache(w, f)
+    for i in range(w):
+        native.cross_kv(features[i], cross, i)
+    slots = np.arange(w, dtype=np.int32)
+    same = 0
+    for pos in range(steps):
+        logits = native.step(np.ascontiguousarray(want[:, pos]), w, slots, slots, f, pos, cache, cross)
+        same += int((logits.argmax(axis=1) == want[:, pos + 1]).sum())
+    return same / (w * steps)
 
 
 def main() -> None:
@@ -393,9 +326,11 @@ def main() -> None:
         step_path, cross_path, layers = export_decoder(checkpoint, Path(tmp))
         step, cross = _session(step_path), _session(cross_path)
         runtime = torch_step(checkpoint)
-        native: NativeDecoder | None = None
+        native: Any = None
         try:
-            native = NativeDecoder(checkpoint, Path(tmp))
+            from app.asr.native_decoder.model import NativeModel
+
+            native = NativeModel(checkpoint, models)
         except Exception as exc:  # the other runtimes' figures stand without it
             native_missing = f"{type(exc).__name__}: {exc}"
         report: list[dict[str, Any]] = []
@@ -409,15 +344,15 @@ def main() -> None:
                            "torch_ms_per_step": round(torch_ms, 2),
                            "torch_ratio": round(ct2 / torch_ms, 2)})  # fmt: skip
             if native is not None:
-                native.greedy(features[:w], 5, beams=BEAMS)
-                native_ms = native.greedy(features[:w], 100, beams=BEAMS)[1]
+                native_greedy(native, features[:w], 5, beams=BEAMS)
+                native_ms = native_greedy(native, features[:w], 100, beams=BEAMS)[1]
                 report[-1].update(native_ms_per_step=round(native_ms, 2), native_ratio=round(ct2 / native_ms, 2))
         summary: dict[str, Any] = {"threads": 1, "results": report}
         if native is None:
             summary["native"] = None
             summary["native_missing"] = native_missing
         else:
-            summary["native_agreement"] = round(native_agreement(native, features[:2]), 3)
+            summary["native_agreement"] = round(native_agreement(native, checkpoint, features[:2]), 3)
     print(json.dumps(summary, indent=2))
 
 

@@ -47,6 +47,8 @@ BENCH_ENGINES = {
     "faster-whisper-onnx-encoder": "faster-whisper",
     "faster-whisper-bf16-encoder": "faster-whisper",
     "faster-whisper-30s-encoder": "faster-whisper",
+    "faster-whisper-ct2-decoder": "faster-whisper",
+    "faster-whisper-native-decoder": "faster-whisper",
 }
 # Attributes set on the built engine for the variants above.
 _VARIANTS: dict[str, dict[str, object]] = {
@@ -60,6 +62,9 @@ _VARIANTS: dict[str, dict[str, object]] = {
     "faster-whisper-bf16-encoder": {"encoder": "torch-bf16"},
     # Every window's encoder input padded to 30 s, as Whisper was trained (app.asr.encoder_input).
     "faster-whisper-30s-encoder": {"trim_encoder_input": False},
+    # Each CPU decoder by name, whatever `auto` picks on this CPU (app.asr.native_decoder).
+    "faster-whisper-ct2-decoder": {"decoder": "ctranslate2"},
+    "faster-whisper-native-decoder": {"decoder": "native"},
 }
 DEFAULT_ENGINES = (
     BASELINE,
@@ -68,6 +73,7 @@ DEFAULT_ENGINES = (
     "faster-whisper-ct2-encoder",
     "faster-whisper-onnx-encoder",
     "faster-whisper-30s-encoder",
+    "faster-whisper-ct2-decoder",
     "faster-whisper-greedy",
     "faster-whisper-sequential",
 )
@@ -212,6 +218,8 @@ def bench(
         }
         if getattr(engine, "encoder_used", ""):
             results[name]["encoder"] = engine.encoder_used  # type: ignore[attr-defined]
+        if getattr(engine, "decoder_used", ""):
+            results[name]["decoder"] = engine.decoder_used  # type: ignore[attr-defined]
         print(f"bench: {name}: {results[name]}", file=log, flush=True)
 
     base_wall = results.get(BASELINE, {}).get("wall_seconds")

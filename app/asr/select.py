@@ -32,7 +32,8 @@ class EngineSpec:
     compute_type: str
     batch_size: int
     cache_dir: str
-    encoder: str = "auto"  # faster-whisper on CPU: auto | onnx | ctranslate2 (app.asr.onnx_encoder)
+    encoder: str = "auto"  # faster-whisper on CPU: auto | onnx | torch-bf16 | ctranslate2 (app.asr.cpu_encoder)
+    decoder: str = "auto"  # faster-whisper on CPU: auto | native | ctranslate2 (app.asr.native_decoder)
 
 
 def cuda_available() -> bool:
@@ -77,6 +78,7 @@ def resolve(
         batch_size=batch_size or s.asr_batch_size or (GPU_BATCH_SIZE if dev.startswith("cuda") else CPU_BATCH_SIZE),
         cache_dir=str(s.models_dir / "openai-whisper"),
         encoder=s.asr_cpu_encoder,
+        decoder=s.asr_cpu_decoder,
     )
 
 
@@ -93,6 +95,7 @@ def build(spec: EngineSpec) -> Engine:
             compute_type=spec.compute_type,
             batch_size=batch,
             encoder=spec.encoder,
+            decoder=spec.decoder,
             cache_dir=Path(spec.cache_dir),
         )
     from app.asr.engines.openai import OpenAIWhisperEngine

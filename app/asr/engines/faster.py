@@ -29,6 +29,7 @@ from app.asr.weights import ct2_model
 
 log = logging.getLogger(__name__)
 ENCODERS = CHOICES  # auto | onnx | torch-bf16 | ctranslate2
+DECODERS = ("auto", "native", "ctranslate2")
 SECOND_PASS_BEAM = 5
 
 
@@ -110,12 +111,15 @@ class FasterWhisperEngine:
         beam_size: int = 2,
         encoder: str = "auto",
         trim_encoder_input: bool = True,
+        decoder: str = "auto",
         cache_dir: Path | None = None,
     ) -> None:
         if vad not in ("energy", "silero", "none"):
             raise ValueError(f"unknown vad {vad!r}")
         if encoder not in ENCODERS:
             raise ValueError(f"unknown encoder {encoder!r} (choose from {', '.join(ENCODERS)})")
+        if decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {decoder!r} (choose from {', '.join(DECODERS)})")
         self.model_name = model
         self.device = device
         self.compute_type = compute_type
@@ -131,8 +135,13 @@ class FasterWhisperEngine:
         self.encoder = encoder
         # Short windows: the encoder sees the speech + 5 s, not 30 s (app.asr.encoder_input; swapped encoders only).
         self.trim_encoder_input = trim_encoder_input
+        # auto on CPU: the native AVX-512 VNNI decoder (app.asr.native_decoder) where the CPU and a g++ allow,
+        # else CTranslate2's. decoder_used says which runs once loaded.
+        self.decoder = decoder
         self.cache_dir = cache_dir
         self.encoder_used = ""
+        self.decoder_used = ""
+        self._encoder_swap: cpu_encoder.EncoderSwap | None = None
         if batch_size <= 1:
             self.name = "faster-whisper-sequential"
         self._model: Any = None
@@ -157,17 +166,26 @@ class FasterWhisperEngine:
             self.encoder_used = "ctranslate2"
             if self.encoder in ("onnx", "torch-bf16") or (self.encoder == "auto" and self.device == "cpu"):
                 self._swap_encoder()
+            self.decoder_used = "ctranslate2"
+            if self.decoder == "native" or (self.decoder == "auto" and self.device == "cpu"):
+                self._swap_decoder()
             self._pipeline = BatchedInferencePipeline(self._model)
 
-    def _swap_encoder(self) -> None:
+    def _checkpoint(self) -> Path:
+        """The local openai-whisper checkpoint our CPU encoder and decoder load (raises if there is none)."""
         from app.asr.weights import openai_checkpoint
 
+        if self.cache_dir is None:
+            raise RuntimeError("no cache folder for converted weights")
+        checkpoint = Path(openai_checkpoint(self.model_name, self.cache_dir))
+        if not checkpoint.is_file():
+            raise RuntimeError(f"{self.model_name} is not a local model")
+        return checkpoint
+
+    def _swap_encoder(self) -> None:
         try:
-            if self.cache_dir is None:
-                raise RuntimeError("no cache folder for the exported encoder")
-            checkpoint = Path(openai_checkpoint(self.model_name, self.cache_dir))
-            if not checkpoint.is_file():
-                raise RuntimeError(f"{self.model_name} is not a local model")
+            checkpoint = self._checkpoint()
+            assert self.cache_dir is not None
             encoder, name = cpu_encoder.load(self.encoder, checkpoint, self.cache_dir, threads=self.cpu_threads)
         except Exception as exc:
             if self.encoder != "auto":
@@ -175,13 +193,31 @@ class FasterWhisperEngine:
             # auto: CTranslate2's encoder gives the same text, a little slower (docs/benchmarks.md).
             log.warning("Whisper encoder unavailable (%s: %s); using CTranslate2's", type(exc).__name__, exc)
             return
-        self._model.model = cpu_encoder.EncoderSwap(self._model.model, encoder, trim=self.trim_encoder_input)
+        self._encoder_swap = cpu_encoder.EncoderSwap(self._model.model, encoder, trim=self.trim_encoder_input)
+        self._model.model = self._encoder_swap
         self.encoder_used = name
+
+    def _swap_decoder(self) -> None:
+        from app.asr.native_decoder.generate import DecoderSwap, NativeGenerator
+        from app.asr.native_decoder.model import NativeModel
+
+        try:
+            checkpoint = self._checkpoint()
+            assert self.cache_dir is not None
+            generator = NativeGenerator(NativeModel(checkpoint, self.cache_dir))
+        except Exception as exc:
+            if self.decoder != "auto":
+                raise
+            # auto: CTranslate2's decoder, as before (same rules; slower on the CPUs measured, docs/benchmarks.md).
+            log.warning("native Whisper decoder unavailable (%s: %s); using CTranslate2's", type(exc).__name__, exc)
+            return
+        self._model.model = DecoderSwap(self._model.model, generator)
+        self.decoder_used = "native"
 
     def warm_up(self) -> None:
         self._load()
-        if isinstance(self._model.model, cpu_encoder.EncoderSwap):
-            self._model.model.warm_up()
+        if self._encoder_swap is not None:
+            self._encoder_swap.warm_up()
         # Real-ish input (noise) rather than zeros: VAD must find "speech" so the decoder runs too.
         rng = np.random.default_rng(0)
         noise = (rng.standard_normal(SAMPLE_RATE * 3 * self.workers) * 0.1).astype(np.float32)

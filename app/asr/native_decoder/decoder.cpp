@@ -1,0 +1,427 @@
+// Whisper's text decoder for AVX-512 VNNI CPUs: one decoding step for a batch of windows x beams, the cross-attention
+// keys/values of a window, and the per-step token choice (suppression, timestamp rules, log-softmax, top-k).
+// Driven by app/asr/native_decoder/generate.py; built at first use by app/asr/native_decoder/library.py with
+//   g++ -O3 -march=native -ffast-math -shared -fPIC decoder.cpp -lmvec
+// Why hand-written (docs/benchmarks.md): CTranslate2's CPU decoder repacks its int8 weights at every call through
+// oneDNN (48-72 % of a one-window step on Zen 3 / Zen 4) and gives every beam its own float32 copy of the window's
+// audio keys/values. Here int8 weights are packed once ([n/16][k/4][16][4]: one 64-byte load feeds one vpdpbusd
+// per row) and a window's keys/values are computed once, kept as float16 (keys transposed, so scores accumulate
+// over frames without horizontal sums) and shared by its beams. (int8 keys/values halve what a step reads and made
+// steps at 5-10 windows ~20 % faster, but the phone-call test clip lost its first words: not taken, see
+// docs/benchmarks.md.)
+// Activations are quantized per row to int8 and shifted to uint8 (vpdpbusd multiplies uint8 by int8):
+//   y[i][o] = sx[i] * sw[o] * (sum_k xu8[i][k] * w[o][k] - 128 * sum_k w[o][k]) + bias[o].
+// -ffast-math assumes no infinities, so a forbidden token's logit is kNeg (finite), never -inf.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr float kNeg = -1e30f;
+
+struct Linear {
+  const int8_t* w = nullptr;      // packed
+  const int32_t* comp = nullptr;  // 128 * sum_k w[o][k]
+  const float* scale = nullptr;   // per output row
+  const float* bias = nullptr;    // or null
+  int k = 0, n = 0;
+};
+
+struct Layer {
+  const float *ln1_g = nullptr, *ln1_b = nullptr, *ln2_g = nullptr, *ln2_b = nullptr, *ln3_g = nullptr,
+              *ln3_b = nullptr;
+  Linear qkv, out, cross_q, cross_out, up, down, cross_k, cross_v;
+};
+
+struct Model {
+  int width = 0, heads = 0, vocab = 0, layers = 0, ctx = 0;
+  const float *embedding = nullptr, *positions = nullptr, *ln_g = nullptr, *ln_b = nullptr;
+  Linear projection;
+  std::vector<Layer> layer;
+};
+
+// Scratch buffers, one set per thread (several decoding workers call in at once); the hot loops use raw pointers
+// taken once (a thread_local touched inside a loop goes through __tls_get_addr at every access: 2.5x slower).
+struct Scratch {
+  std::vector<float> x, h, qkv, att, up, scores, row_scale, kv;
+  std::vector<uint8_t> xq;
+};
+thread_local Scratch scratch;
+
+void linear(const Linear& L, const float* in, int m, float* y) {
+  const int k = L.k, n = L.n;
+  Scratch& S = scratch;
+  if (S.xq.size() < (size_t)m * k) S.xq.resize((size_t)m * k);
+  if (S.row_scale.size() < (size_t)m) S.row_scale.resize(m);
+  uint8_t* xq = S.xq.data();
+  float* row_scale = S.row_scale.data();
+  for (int i = 0; i < m; ++i) {
+    const float* r = in + (size_t)i * k;
+    float amax = 1e-12f;
+    for (int j = 0; j < k; ++j) amax = std::fmax(amax, std::fabs(r[j]));
+    const float inv = 127.f / amax;
+    row_scale[i] = amax / 127.f;
+    for (int j = 0; j < k; ++j) xq[(size_t)i * k + j] = (uint8_t)((int)std::nearbyint(r[j] * inv) + 128);
+  }
+  constexpr int kRows = 8;  // accumulators per pass: 8 rows + the weight vector stay in registers
+  // Output blocks outside, rows inside: a block's weights (16 x k int8, 6 KB for tiny) are read from memory once
+  // and stay in L1 for every group of rows. (Rows outside streamed the whole matrix, 20 MB for the vocabulary
+  // projection, once per 8 rows.)
+  for (int ob = 0; ob < n; ob += 16) {
+    for (int i0 = 0; i0 < m; i0 += kRows) {
+      const int mb = std::min(kRows, m - i0);
+      __m512i acc[kRows];
+      for (int i = 0; i < mb; ++i) acc[i] = _mm512_setzero_si512();
+      const int8_t* wb = L.w + (size_t)ob * k;
+      for (int j = 0; j < k; j += 4) {
+        const __m512i wv = _mm512_loadu_si512((const void*)(wb + (size_t)j * 16));
+        for (int i = 0; i < mb; ++i) {
+          int32_t quad;
+          std::memcpy(&quad, xq + (size_t)(i0 + i) * k + j, 4);
+          acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_set1_epi32(quad), wv);
+        }
+      }
+      const int rem = std::min(16, n - ob);
+      const __mmask16 mask = (__mmask16)((1u << rem) - 1);
+      const __m512i comp = _mm512_maskz_loadu_epi32(mask, L.comp + ob);
+      const __m512 ws = _mm512_maskz_loadu_ps(mask, L.scale + ob);
+      const __m512 bias = L.bias ? _mm512_maskz_loadu_ps(mask, L.bias + ob) : _mm512_setzero_ps();
+      for (int i = 0; i < mb; ++i) {
+        const __m512 s = _mm512_mul_ps(ws, _mm512_set1_ps(row_scale[i0 + i]));
+        const __m512 r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i], comp)), s, bias);
+        _mm512_mask_storeu_ps(y + (size_t)(i0 + i) * n + ob, mask, r);
+      }
+    }
+  }
+}
+
+void layer_norm(const float* in, int m, int d, const float* g, const float* b, float* out) {
+  for (int i = 0; i < m; ++i) {
+    const float* r = in + (size_t)i * d;
+    float mean = 0, var = 0;
+    for (int j = 0; j < d; ++j) mean += r[j];
+    mean /= d;
+    for (int j = 0; j < d; ++j) var += (r[j] - mean) * (r[j] - mean);
+    const float inv = 1.f / std::sqrt(var / d + 1e-5f);
+    for (int j = 0; j < d; ++j) out[(size_t)i * d + j] = (r[j] - mean) * inv * g[j] + b[j];
+  }
+}
+
+void softmax(float* s, int n) {
+  float mx = -1e30f, sum = 0;
+  for (int i = 0; i < n; ++i) mx = std::max(mx, s[i]);
+  for (int i = 0; i < n; ++i) sum += (s[i] = expf(s[i] - mx));
+  const float inv = 1.f / sum;
+  for (int i = 0; i < n; ++i) s[i] *= inv;
+}
+
+// Attention scores of NB beams' queries (pre-scaled, 64 each) against one head's keys, 16 frames at a time:
+// K is [frames16 / 16][64][16] float16, scores [NB][frames16]. NB is a template argument so the accumulators
+// stay in registers (with a runtime count the compiler kept them on the stack: a store-load chain per FMA), and
+// even/odd dimensions go to separate accumulators so there are 2 * NB independent FMA chains.
+template <int NB>
+void cross_scores(const uint16_t* K, const float (*qs)[64], int fp, float* scores) {
+  for (int f = 0; f < fp; f += 16) {
+    __m512 a0[NB], a1[NB];
+    for (int b = 0; b < NB; ++b) a0[b] = _mm512_setzero_ps(), a1[b] = _mm512_setzero_ps();
+    const uint16_t* Kf = K + (size_t)f * 64;
+    for (int e = 0; e < 64; e += 2) {
+      const __m512 k0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(Kf + (size_t)e * 16)));
+      const __m512 k1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(Kf + (size_t)(e + 1) * 16)));
+      for (int b = 0; b < NB; ++b) {
+        a0[b] = _mm512_fmadd_ps(_mm512_set1_ps(qs[b][e]), k0, a0[b]);
+        a1[b] = _mm512_fmadd_ps(_mm512_set1_ps(qs[b][e + 1]), k1, a1[b]);
+      }
+    }
+    for (int b = 0; b < NB; ++b) _mm512_storeu_ps(scores + (size_t)b * fp + f, _mm512_add_ps(a0[b], a1[b]));
+  }
+}
+
+// out[b][0..64) = sum_f p[b][f] * V[f][0..64) for NB beams; V is [frames16][64] float16, p [NB][frames16].
+template <int NB>
+void cross_values(const uint16_t* V, const float* p, int fp, int frames, float* const* out) {
+  __m512 o[NB][4];
+  for (int b = 0; b < NB; ++b)
+    for (int c = 0; c < 4; ++c) o[b][c] = _mm512_setzero_ps();
+  for (int f = 0; f < frames; ++f) {
+    __m512 v[4];
+    for (int c = 0; c < 4; ++c) v[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(V + (size_t)f * 64 + 16 * c)));
+    for (int b = 0; b < NB; ++b) {
+      const __m512 w = _mm512_set1_ps(p[(size_t)b * fp + f]);
+      for (int c = 0; c < 4; ++c) o[b][c] = _mm512_fmadd_ps(w, v[c], o[b][c]);
+    }
+  }
+  for (int b = 0; b < NB; ++b)
+    for (int c = 0; c < 4; ++c) _mm512_storeu_ps(out[b] + 16 * c, o[b][c]);
+}
+
+void cross_scores_n(int nb, const uint16_t* K, const float (*qs)[64], int fp, float* scores) {
+  switch (nb) {
+    case 1: return cross_scores<1>(K, qs, fp, scores);
+    case 2: return cross_scores<2>(K, qs, fp, scores);
+    case 3: return cross_scores<3>(K, qs, fp, scores);
+    default: return cross_scores<4>(K, qs, fp, scores);
+  }
+}
+
+void cross_values_n(int nb, const uint16_t* V, const float* p, int fp, int frames, float* const* out) {
+  switch (nb) {
+    case 1: return cross_values<1>(V, p, fp, frames, out);
+    case 2: return cross_values<2>(V, p, fp, frames, out);
+    case 3: return cross_values<3>(V, p, fp, frames, out);
+    default: return cross_values<4>(V, p, fp, frames, out);
+  }
+}
+
+// Floats in one slot of the self-attention cache: [layers][key|value][heads][ctx][head_dim].
+size_t slot_floats(const Model& M) { return (size_t)M.layers * 2 * M.width * M.ctx; }
+
+// uint16 (float16) values in one window slot of the cross cache: [layers][key|value][heads][frames16 * head_dim].
+size_t cross_slot_halves(const Model& M, int frames) {
+  return (size_t)M.layers * 2 * M.width * ((frames + 15) / 16 * 16);
+}
+
+}  // namespace
+
+extern "C" {
+
+void* create_model(int width, int heads, int vocab, int layers, int ctx, const float* embedding,
+                   const float* positions, const float* ln_g, const float* ln_b) {
+  Model* M = new Model();
+  M->width = width, M->heads = heads, M->vocab = vocab, M->layers = layers, M->ctx = ctx;
+  M->embedding = embedding, M->positions = positions, M->ln_g = ln_g, M->ln_b = ln_b;
+  M->layer.resize(layers);
+  return M;
+}
+
+void free_model(void* model) { delete static_cast<Model*>(model); }
+
+// w: n x k int8, row-major, k a multiple of 4 -> out: (n rounded up to 16) x k packed; comp: n.
+void pack(const int8_t* w, int n, int k, int8_t* out, int32_t* comp) {
+  for (int o = 0; o < n; ++o) {
+    int32_t s = 0;
+    for (int j = 0; j < k; ++j) s += w[(size_t)o * k + j];
+    comp[o] = 128 * s;
+  }
+  size_t p = 0;
+  for (int ob = 0; ob < n; ob += 16)
+    for (int j = 0; j < k; j += 4)
+      for (int r = 0; r < 16; ++r)
+        for (int t = 0; t < 4; ++t) out[p++] = (ob + r < n) ? w[(size_t)(ob + r) * k + j + t] : 0;
+}
+
+// which: 0 self query|key|value, 1 self out, 2 cross query, 3 cross out, 4 MLP up, 5 MLP down,
+// 6 vocabulary projection (layer ignored), 7 cross key, 8 cross value.
+void set_linear(void* model, int layer, int which, const int8_t* w, const int32_t* comp, const float* scale,
+                const float* bias, int k, int n) {
+  Model& M = *static_cast<Model*>(model);
+  Linear l;
+  l.w = w, l.comp = comp, l.scale = scale, l.bias = bias, l.k = k, l.n = n;
+  if (which == 6) {
+    M.projection = l;
+    return;
+  }
+  Layer& L = M.layer[layer];
+  Linear* slots[] = {&L.qkv, &L.out, &L.cross_q, &L.cross_out, &L.up, &L.down, nullptr, &L.cross_k, &L.cross_v};
+  *slots[which] = l;
+}
+
+void set_layer_norms(void* model, int layer, const float* g1, const float* b1, const float* g2, const float* b2,
+                     const float* g3, const float* b3) {
+  Layer& L = static_cast<Model*>(model)->layer[layer];
+  L.ln1_g = g1, L.ln1_b = b1, L.ln2_g = g2, L.ln2_b = b2, L.ln3_g = g3, L.ln3_b = b3;
+}
+
+size_t self_slot_floats(const void* model) { return slot_floats(*static_cast<const Model*>(model)); }
+size_t cross_slot_size(const void* model, int frames) {
+  return cross_slot_halves(*static_cast<const Model*>(model), frames);
+}
+
+// A window's audio keys and values for every layer: features float32 [frames][width] (the encoder's output) ->
+// cross slot `out` (float16, cross_slot_halves values): keys as [head][frames16 / 16][64][16] (each block of 16
+// frames one contiguous 2 KB run, read front to back), values as [head][frames16][64], frames16 = frames rounded
+// up to 16, zero padded.
+void cross_kv(const void* model, const float* features, int frames, uint16_t* out) {
+  const Model& M = *static_cast<const Model*>(model);
+  const int d = M.width, H = M.heads, hd = d / H, fp = (frames + 15) / 16 * 16;
+  Scratch& S = scratch;
+  if (S.kv.size() < (size_t)frames * d) S.kv.resize((size_t)frames * d);
+  float* kv = S.kv.data();
+  std::memset(out, 0, cross_slot_halves(M, frames) * sizeof(uint16_t));
+  for (int l = 0; l < M.layers; ++l) {
+    for (int which = 0; which < 2; ++which) {
+      linear(which == 0 ? M.layer[l].cross_k : M.layer[l].cross_v, features, frames, kv);
+      uint16_t* dst = out + ((size_t)l * 2 + which) * d * fp;
+      for (int h = 0; h < H; ++h)
+        for (int f = 0; f < frames; ++f)
+          for (int e = 0; e < hd; ++e) {
+            const uint16_t v = _cvtss_sh(kv[(size_t)f * d + h * hd + e], 0);
+            if (which == 0)
+              dst[(size_t)h * hd * fp + ((size_t)(f / 16) * hd + e) * 16 + f % 16] = v;
+            else
+              dst[((size_t)h * fp + f) * hd + e] = v;
+          }
+    }
+  }
+}
+
+// Positions [0, length) of self-attention slot src copied into slot dst (a beam taking over another's history).
+void copy_slot(const void* model, float* cache, int dst, int src, int length) {
+  const Model& M = *static_cast<const Model*>(model);
+  const int hd = M.width / M.heads;
+  const size_t per = slot_floats(M);
+  for (int lk = 0; lk < M.layers * 2 * M.heads; ++lk)
+    std::memcpy(cache + dst * per + (size_t)lk * M.ctx * hd, cache + src * per + (size_t)lk * M.ctx * hd,
+                (size_t)length * hd * sizeof(float));
+}
+
+// One decoding step at position `pos` for rows = windows x beams (a window's beams are consecutive rows).
+// row_slot[r]: row r's slot in `cache` (float32, self_slot_floats per slot); window_slot[w]: window w's slot in
+// `cross` (cross_slot_size(frames) per slot). logits: float32 [rows][vocab].
+void step(const void* model, const int32_t* tokens, int rows, int windows, const int32_t* row_slot,
+          const int32_t* window_slot, int frames, int pos, float* cache, const uint16_t* cross, float* logits) {
+  const Model& M = *static_cast<const Model*>(model);
+  const int d = M.width, H = M.heads, hd = d / H, ctx = M.ctx, beams = rows / windows;
+  const int fp = (frames + 15) / 16 * 16;
+  const size_t self_per = slot_floats(M), cross_per = cross_slot_halves(M, frames);
+  const float scale = 1.f / std::sqrt((float)hd);
+  Scratch& S = scratch;
+  S.x.resize((size_t)rows * d), S.h.resize((size_t)rows * d), S.qkv.resize((size_t)rows * 3 * d);
+  S.att.resize((size_t)rows * d), S.up.resize((size_t)rows * 4 * d);
+  S.scores.resize((size_t)std::max(ctx, fp) * beams);
+  float *x = S.x.data(), *h = S.h.data(), *qkv = S.qkv.data(), *att = S.att.data(), *up = S.up.data();
+  float* scores = S.scores.data();
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < d; ++j)
+      x[(size_t)r * d + j] = M.embedding[(size_t)tokens[r] * d + j] + M.positions[(size_t)pos * d + j];
+  for (int l = 0; l < M.layers; ++l) {
+    const Layer& L = M.layer[l];
+    // Self-attention over positions 0..pos.
+    layer_norm(x, rows, d, L.ln1_g, L.ln1_b, h);
+    linear(L.qkv, h, rows, qkv);
+    for (int r = 0; r < rows; ++r) {
+      float* keys = cache + row_slot[r] * self_per + (size_t)l * 2 * d * ctx;
+      float* values = keys + (size_t)d * ctx;
+      for (int hh = 0; hh < H; ++hh) {
+        float* kr = keys + (size_t)hh * ctx * hd;
+        float* vr = values + (size_t)hh * ctx * hd;
+        const float* q = &qkv[(size_t)r * 3 * d + hh * hd];
+        std::memcpy(kr + (size_t)pos * hd, q + d, hd * sizeof(float));
+        std::memcpy(vr + (size_t)pos * hd, q + 2 * d, hd * sizeof(float));
+        for (int t = 0; t <= pos; ++t) {
+          float s = 0;
+          for (int e = 0; e < hd; ++e) s += q[e] * kr[(size_t)t * hd + e];
+          scores[t] = s * scale;
+        }
+        softmax(scores, pos + 1);
+        float* o = &att[(size_t)r * d + hh * hd];
+        std::fill(o, o + hd, 0.f);
+        for (int t = 0; t <= pos; ++t)
+          for (int e = 0; e < hd; ++e) o[e] += scores[t] * vr[(size_t)t * hd + e];
+      }
+    }
+    linear(L.out, att, rows, h);
+    for (size_t i = 0; i < (size_t)rows * d; ++i) x[i] += h[i];
+    // Cross-attention: one pass over a window's keys and one over its values for all of its beams.
+    layer_norm(x, rows, d, L.ln2_g, L.ln2_b, h);
+    linear(L.cross_q, h, rows, qkv);
+    for (int w = 0; w < windows; ++w) {
+      const uint16_t* xk = cross + window_slot[w] * cross_per + (size_t)l * 2 * d * fp;
+      const uint16_t* xv = xk + (size_t)d * fp;
+      for (int hh = 0; hh < H; ++hh) {
+        const uint16_t* K = xk + (size_t)hh * hd * fp;
+        const uint16_t* V = xv + (size_t)hh * fp * hd;
+        // Beams four at a time (register budget of the kernels above).
+        for (int b0 = 0; b0 < beams; b0 += 4) {
+          const int nb = std::min(4, beams - b0);
+          float qs[4][64];  // the beams' queries for this head, pre-scaled
+          float* outs[4];
+          for (int b = 0; b < nb; ++b) {
+            const size_t row = (size_t)(w * beams + b0 + b);
+            for (int e = 0; e < hd; ++e) qs[b][e] = qkv[row * d + hh * hd + e] * scale;
+            outs[b] = &att[row * d + hh * hd];
+          }
+          cross_scores_n(nb, K, qs, fp, scores);
+          for (int b = 0; b < nb; ++b) {
+            softmax(&scores[(size_t)b * fp], frames);
+            std::fill(&scores[(size_t)b * fp + frames], &scores[(size_t)(b + 1) * fp], 0.f);
+          }
+          cross_values_n(nb, V, scores, fp, frames, outs);
+        }
+      }
+    }
+    linear(L.cross_out, att, rows, h);
+    for (size_t i = 0; i < (size_t)rows * d; ++i) x[i] += h[i];
+    // MLP with the exact (erf) GELU Whisper uses.
+    layer_norm(x, rows, d, L.ln3_g, L.ln3_b, h);
+    linear(L.up, h, rows, up);
+    for (size_t i = 0; i < (size_t)rows * 4 * d; ++i) up[i] = 0.5f * up[i] * (1.f + erff(up[i] * 0.70710678f));
+    linear(L.down, up, rows, h);
+    for (size_t i = 0; i < (size_t)rows * d; ++i) x[i] += h[i];
+  }
+  layer_norm(x, rows, d, M.ln_g, M.ln_b, h);
+  linear(M.projection, h, rows, logits);
+}
+
+// The token choice of one step, per row, as openai-whisper's logit filters and decoder make it:
+// - forbidden: `suppress` (every step), ids in [0, text_end[r]) (text, when the timestamp rules forbid it), timestamp
+//   ids outside [ts_lo[r], ts_hi[r]), and `blank` ids where first[r] (suppress_blank at the first sampled token);
+// - timestamp rule: if the timestamps' total probability beats every single text token, text is forbidden too;
+// - log-softmax over what is left, then the k most likely (ids, log-probabilities), best first.
+// `logits` is overwritten (masked).
+void choose(float* logits, int rows, int vocab, const int32_t* suppress, int n_suppress, const int32_t* blank,
+            int n_blank, const int32_t* text_end, const int32_t* ts_lo, const int32_t* ts_hi, const int32_t* first,
+            int ts_begin, int k, int32_t* out_ids, float* out_logprobs) {
+  for (int r = 0; r < rows; ++r) {
+    float* z = logits + (size_t)r * vocab;
+    for (int i = 0; i < n_suppress; ++i) z[suppress[i]] = kNeg;
+    if (first[r])
+      for (int i = 0; i < n_blank; ++i) z[blank[i]] = kNeg;
+    for (int i = 0; i < text_end[r]; ++i) z[i] = kNeg;
+    for (int i = ts_begin; i < std::min(ts_lo[r], vocab); ++i) z[i] = kNeg;
+    for (int i = std::max(ts_hi[r], ts_begin); i < vocab; ++i) z[i] = kNeg;
+    // Separate simple loops: each vectorises (expf through libmvec, float sums under -ffast-math).
+    float mx = kNeg, text_max = kNeg;
+    for (int i = 0; i < ts_begin; ++i) text_max = std::max(text_max, z[i]);
+    for (int i = ts_begin; i < vocab; ++i) mx = std::max(mx, z[i]);
+    mx = std::max(mx, text_max);
+    float text = 0, ts = 0;
+    for (int i = 0; i < ts_begin; ++i) text += expf(z[i] - mx);
+    for (int i = ts_begin; i < vocab; ++i) ts += expf(z[i] - mx);
+    // log P(any timestamp) > log P(best text token) <=> sum exp(ts) > exp(text_max) (same normaliser).
+    const bool ts_wins = ts > 0 && std::log(ts) + mx > text_max;
+    if (ts_wins)
+      for (int i = 0; i < ts_begin; ++i) z[i] = kNeg;
+    const float lse = mx + std::log(ts_wins ? ts : text + ts);
+    int32_t* ids = out_ids + (size_t)r * k;
+    float* lp = out_logprobs + (size_t)r * k;
+    for (int j = 0; j < k; ++j) ids[j] = -1, lp[j] = kNeg;
+    // Top k: 16 logits at a time against the current k-th best; the few that beat it are inserted one by one.
+    for (int i0 = 0; i0 < vocab; i0 += 16) {
+      const __mmask16 valid = i0 + 16 <= vocab ? (__mmask16)0xFFFF : (__mmask16)((1u << (vocab - i0)) - 1);
+      const __m512 v = _mm512_maskz_loadu_ps(valid, z + i0);
+      __mmask16 better = _mm512_mask_cmp_ps_mask(valid, v, _mm512_set1_ps(lp[k - 1]), _CMP_GT_OQ);
+      while (better) {
+        const int i = i0 + __builtin_ctz(better);
+        better &= better - 1;
+        const float x = z[i];
+        if (x <= lp[k - 1] || x <= kNeg) continue;
+        int j = k - 1;
+        while (j > 0 && lp[j - 1] < x) {
+          lp[j] = lp[j - 1], ids[j] = ids[j - 1];
+          --j;
+        }
+        lp[j] = x, ids[j] = i;
+      }
+    }
+    for (int j = 0; j < k; ++j)
+      if (ids[j] >= 0) lp[j] -= lse;
+  }
+}
+
+}  // extern "C"

@@ -1,0 +1,112 @@
+"""Build decoder.cpp for this CPU with the system compiler, once, and load it.
+
+Compiled at first use rather than shipped: -march=native is what makes the int8 kernels fast, and a wheel built
+for one CPU would crash (illegal instruction) on another. The library is cached under the model cache, keyed by
+the source, the compiler command and the CPU's flags, so a change to any of them builds a new one.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+
+from app.asr.cpu_encoder import cpu_flags
+
+SOURCE = Path(__file__).with_name("decoder.cpp")
+# vpdpbusd (AVX-512 VNNI) for the int8 products, F16C/AVX-512F for the float16 audio keys and values.
+REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512_vnni", "f16c")
+COMPILE = ["-O3", "-march=native", "-ffast-math", "-shared", "-fPIC"]
+LINK = ["-lmvec"]  # glibc's vector maths: expf/erff vectorised under -ffast-math
+
+_lock = threading.Lock()
+_loaded: dict[Path, ctypes.CDLL] = {}
+
+
+class Unavailable(RuntimeError):
+    """This machine can't run the native decoder (the reason is the message)."""
+
+
+def missing(flags: set[str] | None = None, compiler: str | None = "g++") -> str | None:
+    """Why the native decoder can't run here, or None when it can."""
+    flags = cpu_flags() if flags is None else flags
+    absent = [f for f in REQUIRED_FLAGS if f not in flags]
+    if absent:
+        return f"the CPU lacks {', '.join(absent)}"
+    if compiler is None or shutil.which(compiler) is None:
+        return "no C++ compiler (g++) on PATH"
+    return None
+
+
+def _key(compiler: str, flags: set[str]) -> str:
+    h = hashlib.sha256(SOURCE.read_bytes())
+    h.update(" ".join([compiler, *COMPILE, *LINK]).encode())
+    h.update(" ".join(sorted(flags)).encode())
+    return h.hexdigest()[:16]
+
+
+def load(cache_dir: Path, compiler: str = "g++") -> ctypes.CDLL:
+    """The library for this CPU, built into cache_dir/native-decoder/ if not there yet. Raises Unavailable."""
+    flags = cpu_flags()
+    reason = missing(flags, compiler)
+    if reason is not None:
+        raise Unavailable(reason)
+    target = cache_dir / "native-decoder" / f"decoder-{_key(compiler, flags)}.so"
+    with _lock:
+        if target in _loaded:
+            return _loaded[target]
+        if not target.is_file():
+            _build(compiler, target)
+        lib = ctypes.CDLL(str(target))
+        _declare(lib)
+        _loaded[target] = lib
+        return lib
+
+
+def _build(compiler: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Built beside the target and renamed: another process loading it never sees half a file.
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run(
+            [compiler, *COMPILE, "-o", tmp, str(SOURCE), *LINK], capture_output=True, text=True, timeout=300
+        )
+        if proc.returncode != 0:
+            raise Unavailable(f"{compiler} failed: {proc.stderr.strip()[-2000:]}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    """Argument and result types: without them ctypes passes pointers as C ints (truncated on 64-bit)."""
+    p, i, z = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+    lib.create_model.argtypes = [i, i, i, i, i, p, p, p, p]
+    lib.create_model.restype = p
+    lib.free_model.argtypes = [p]
+    lib.free_model.restype = None
+    lib.pack.argtypes = [p, i, i, p, p]
+    lib.pack.restype = None
+    lib.set_linear.argtypes = [p, i, i, p, p, p, p, i, i]
+    lib.set_linear.restype = None
+    lib.set_layer_norms.argtypes = [p, i, p, p, p, p, p, p]
+    lib.set_layer_norms.restype = None
+    lib.self_slot_floats.argtypes = [p]
+    lib.self_slot_floats.restype = z
+    lib.cross_slot_size.argtypes = [p, i]
+    lib.cross_slot_size.restype = z
+    lib.cross_kv.argtypes = [p, p, i, p]
+    lib.cross_kv.restype = None
+    lib.copy_slot.argtypes = [p, p, i, i, i]
+    lib.copy_slot.restype = None
+    lib.step.argtypes = [p, p, i, i, p, p, i, i, p, p, p]
+    lib.step.restype = None
+    lib.choose.argtypes = [p, i, i, p, i, p, i, p, p, p, p, i, i, p, p]
+    lib.choose.restype = None

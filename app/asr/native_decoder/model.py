@@ -1,0 +1,122 @@
+"""A Whisper checkpoint's text decoder loaded into the native library: int8 weights packed once.
+
+Weights come from the same openai-whisper checkpoint as the CPU encoder (app.asr.weights), quantized per output
+row (symmetric int8, like CTranslate2's int8); layer norms, embeddings and biases stay float32.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.asr.native_decoder import library
+
+# Indices of the linear layers in decoder.cpp's set_linear.
+QKV, SELF_OUT, CROSS_Q, CROSS_OUT, MLP_UP, MLP_DOWN, PROJECTION, CROSS_K, CROSS_V = range(9)
+
+
+def ptr(a: np.ndarray) -> ctypes.c_void_p:
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 weights, float32 scale per output row): w ~= q * scale[:, None]."""
+    scale = (np.abs(w).max(axis=1) / 127 + 1e-12).astype(np.float32)
+    return np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8), scale
+
+
+class NativeModel:
+    """The decoder of `checkpoint` in the library; the arrays it points into live as long as this object."""
+
+    def __init__(self, checkpoint: Path, cache_dir: Path) -> None:
+        import whisper
+
+        self.lib = library.load(cache_dir)
+        dec = whisper.load_model(str(checkpoint), device="cpu").float().eval().decoder
+        emb = _f32(dec.token_embedding.weight)
+        self.vocab, self.width = emb.shape
+        self.heads, self.layers = int(dec.blocks[0].attn.n_head), len(dec.blocks)
+        self.ctx = int(dec.positional_embedding.shape[0])
+        if self.width % self.heads or self.width // self.heads != 64:
+            raise library.Unavailable(f"head width {self.width // self.heads} (the kernels are written for 64)")
+        self._keep: list[np.ndarray] = []  # the library holds pointers into these
+        pos, ln_g, ln_b = _f32(dec.positional_embedding), _f32(dec.ln.weight), _f32(dec.ln.bias)
+        self._keep += [emb, pos, ln_g, ln_b]
+        self.handle = self.lib.create_model(
+            self.width, self.heads, self.vocab, self.layers, self.ctx, ptr(emb), ptr(pos), ptr(ln_g), ptr(ln_b)
+        )
+        for i, b in enumerate(dec.blocks):
+            a, x = b.attn, b.cross_attn
+            qkv_w = np.concatenate([_f32(a.query.weight), _f32(a.key.weight), _f32(a.value.weight)])
+            # Whisper's key projections have no bias.
+            qkv_b = np.concatenate([_f32(a.query.bias), np.zeros(self.width, np.float32), _f32(a.value.bias)])
+            self._linear(i, QKV, qkv_w, qkv_b)
+            self._linear(i, SELF_OUT, _f32(a.out.weight), _f32(a.out.bias))
+            self._linear(i, CROSS_Q, _f32(x.query.weight), _f32(x.query.bias))
+            self._linear(i, CROSS_OUT, _f32(x.out.weight), _f32(x.out.bias))
+            self._linear(i, MLP_UP, _f32(b.mlp[0].weight), _f32(b.mlp[0].bias))
+            self._linear(i, MLP_DOWN, _f32(b.mlp[2].weight), _f32(b.mlp[2].bias))
+            self._linear(i, CROSS_K, _f32(x.key.weight), None)
+            self._linear(i, CROSS_V, _f32(x.value.weight), _f32(x.value.bias))
+            norms = [_f32(t) for ln in (b.attn_ln, b.cross_attn_ln, b.mlp_ln) for t in (ln.weight, ln.bias)]
+            self._keep += norms
+            self.lib.set_layer_norms(self.handle, i, *map(ptr, norms))
+        self._linear(0, PROJECTION, emb, None)  # the vocabulary projection is the token embedding (tied)
+        self.slot_floats = int(self.lib.self_slot_floats(self.handle))
+
+    def __del__(self) -> None:
+        handle = getattr(self, "handle", None)
+        if handle:
+            self.lib.free_model(handle)
+
+    def _linear(self, layer: int, which: int, w: np.ndarray, bias: np.ndarray | None) -> None:
+        n, k = w.shape
+        q, scale = quantize_rows(w)
+        packed, comp = np.zeros((n + 15) // 16 * 16 * k, np.int8), np.zeros(n, np.int32)
+        self.lib.pack(ptr(q), n, k, ptr(packed), ptr(comp))
+        self._keep += [packed, comp, scale] + ([] if bias is None else [bias])
+        b = None if bias is None else ptr(bias)
+        self.lib.set_linear(self.handle, layer, which, ptr(packed), ptr(comp), ptr(scale), b, k, n)
+
+    # Buffers, and thin wrappers over the library's calls (shapes documented in decoder.cpp).
+
+    def self_cache(self, slots: int) -> np.ndarray:
+        # np.empty: only positions already decoded are read, and untouched pages cost nothing.
+        return np.empty((slots, self.slot_floats), np.float32)
+
+    def cross_cache(self, windows: int, frames: int) -> np.ndarray:
+        return np.empty((windows, int(self.lib.cross_slot_size(self.handle, frames))), np.uint16)
+
+    def cross_kv(self, features: np.ndarray, cross: np.ndarray, slot: int) -> None:
+        """Audio keys/values of one window's encoder output (frames, width) into cross-cache `slot`."""
+        f = np.ascontiguousarray(features, dtype=np.float32)
+        self.lib.cross_kv(self.handle, ptr(f), f.shape[0], cross[slot].ctypes.data_as(ctypes.c_void_p))
+
+    def copy_slot(self, cache: np.ndarray, dst: int, src: int, length: int) -> None:
+        self.lib.copy_slot(self.handle, ptr(cache), dst, src, length)
+
+    def step(
+        self,
+        tokens: np.ndarray,
+        windows: int,
+        row_slot: np.ndarray,
+        window_slot: np.ndarray,
+        frames: int,
+        pos: int,
+        cache: np.ndarray,
+        cross: np.ndarray,
+    ) -> np.ndarray:
+        """Logits (rows, vocab) for `tokens` (one per row, int32) at position `pos`."""
+        logits = np.empty((len(tokens), self.vocab), np.float32)
+        self.lib.step(
+            self.handle, ptr(tokens), len(tokens), windows, ptr(row_slot), ptr(window_slot), frames, pos,
+            ptr(cache), ptr(cross), ptr(logits),
+        )  # fmt: skip
+        return logits
+
+
+def _f32(t: Any) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)

@@ -1,0 +1,249 @@
+"""The native Whisper decoder (app.asr.native_decoder): the same rules as openai-whisper / CTranslate2, the same
+words as CTranslate2's decoder, and CTranslate2 whenever it can't run or is asked for something it doesn't do.
+
+Tests that run the kernels need an AVX-512 VNNI CPU and g++; elsewhere they are skipped with the reason (the
+engine then uses CTranslate2's decoder, which the other ASR tests cover).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from app.asr.audio import load_audio
+from app.asr.engines.faster import FasterWhisperEngine
+from app.asr.hygiene import clean_segments
+from app.asr.native_decoder import generate, library
+from app.asr.weights import openai_checkpoint
+from app.asr.wer import corpus_wer, find_reference, wer
+
+SPEECH = Path(__file__).parent / "data" / "speech"
+CLIPS = ["jfk.mp3", "sense_and_sensibility_01_austen_64kb-0880.wav", "sense_and_sensibility_01_austen_64kb-0930.wav"]
+NO_NATIVE = library.missing()
+needs_native = pytest.mark.skipif(NO_NATIVE is not None, reason=f"native decoder can't run here: {NO_NATIVE}")
+TINY_EN_VOCAB = 51864
+
+
+@pytest.fixture(scope="module")
+def tokens() -> generate.Tokens:
+    return generate.Tokens.for_vocabulary(TINY_EN_VOCAB)
+
+
+def random_sampled(rng: random.Random, t: generate.Tokens) -> list[int]:
+    """A sampled sequence as Whisper writes them: <|t|> text <|t'|><|t'|> text ... (some cut mid-way)."""
+    out: list[int] = []
+    now = t.timestamp_begin + rng.randrange(0, 40)
+    for _ in range(rng.randrange(0, 4)):
+        out.append(now)
+        out += [rng.randrange(0, t.eot) for _ in range(rng.randrange(1, 4))]
+        now += rng.randrange(1, 30)
+        out += [now, now] if rng.random() < 0.7 else [now]
+    return out[: rng.randrange(0, len(out) + 1)] if out else out
+
+
+def openai_filtered_logprobs(logits: np.ndarray, seqs: list[list[int]], prompt: list[int], suppress: list[int]) -> Any:
+    """openai-whisper's own filters (SuppressBlank, SuppressTokens, ApplyTimestampRules) then log-softmax."""
+    import torch
+    from whisper.decoding import ApplyTimestampRules, SuppressBlank, SuppressTokens
+    from whisper.tokenizer import get_tokenizer
+
+    tok = get_tokenizer(False)
+    out = []
+    for row, seq in zip(logits, seqs, strict=True):
+        z = torch.from_numpy(row.copy())[None]
+        tokens = torch.tensor([prompt + seq])
+        for f in (SuppressBlank(tok, len(prompt)), SuppressTokens(suppress), ApplyTimestampRules(tok, len(prompt), 50)):
+            f.apply(z, tokens)
+        out.append(torch.log_softmax(z.double(), -1)[0].numpy())
+    return np.stack(out)
+
+
+def test_timestamp_rules_as_bounds_forbid_what_openai_whisper_forbids(tokens: generate.Tokens) -> None:
+    import torch
+    from whisper.decoding import ApplyTimestampRules
+    from whisper.tokenizer import get_tokenizer
+
+    tok = get_tokenizer(False)
+    rng = random.Random(7)
+    for _ in range(300):
+        seq = random_sampled(rng, tokens)
+        # Logits that never trigger the "timestamps likelier than text" rule: only the structural rules differ.
+        logits = torch.zeros(1, TINY_EN_VOCAB)
+        logits[0, : tokens.timestamp_begin] = 20.0
+        ApplyTimestampRules(tok, 1, 50).apply(logits, torch.tensor([[tokens.sot, *seq]]))
+        forbidden = torch.isinf(logits[0]).numpy()
+        last_ts = max((x for x in seq if x >= tokens.timestamp_begin), default=-1)
+        beam = generate._Beam(seq, 0.0, 0, last_ts)
+        text_end, ts_lo, ts_hi = generate._timestamp_rule(beam, tokens, TINY_EN_VOCAB, 50)
+        ids = np.arange(TINY_EN_VOCAB)
+        ours = (ids < text_end) | ((ids >= tokens.timestamp_begin) & ((ids < ts_lo) | (ids >= ts_hi)))
+        ours[tokens.no_timestamps] = True  # suppressed with the other tokens in our decoder
+        assert (ours == forbidden).all(), seq
+
+
+def test_calls_it_does_not_implement_go_to_ctranslate2() -> None:
+    prompts = [[50257]] * 2
+    faster_whisper_call = dict(
+        beam_size=2, patience=1, length_penalty=1, max_length=448, suppress_blank=True, suppress_tokens=[1, 2],
+        return_scores=True, return_no_speech_prob=True, sampling_temperature=0.0, repetition_penalty=1,
+        no_repeat_ngram_size=0,
+    )  # fmt: skip
+    assert generate.unsupported(faster_whisper_call, prompts) is None
+    assert generate.unsupported({**faster_whisper_call, "repetition_penalty": 1.2}, prompts) == "repetition_penalty=1.2"
+    assert generate.unsupported({"sampling_topk": 5}, prompts) == "sampling_topk=5"
+    assert generate.unsupported({"prefix_bias_beta": 0.5}, prompts) == "argument prefix_bias_beta"
+    assert generate.unsupported({}, [[50257], [50257, 50362]]) == "prompts of different lengths"
+
+    class Inner:
+        def __init__(self) -> None:
+            self.calls: list[dict[str, Any]] = []
+
+        def generate(self, features: Any, prompts: Any, **kwargs: Any) -> str:
+            self.calls.append(kwargs)
+            return "ctranslate2"
+
+    class Refuses:
+        def generate(self, *args: Any, **kwargs: Any) -> None:
+            raise AssertionError("the native decoder must not see this call")
+
+    inner = Inner()
+    swap = generate.DecoderSwap(inner, Refuses())  # type: ignore[arg-type]
+    assert swap.generate(np.zeros((2, 4, 8), np.float32), prompts, num_hypotheses=3) == "ctranslate2"
+    assert inner.calls == [{"num_hypotheses": 3}]
+
+
+def test_missing_says_why_it_cannot_run() -> None:
+    full = set(library.REQUIRED_FLAGS)
+    assert library.missing({"avx2", "fma", "f16c"}) == "the CPU lacks avx512f, avx512bw, avx512_vnni"
+    assert library.missing(full, compiler="no-such-compiler") == "no C++ compiler (g++) on PATH"
+
+
+def test_auto_uses_ctranslate2_where_the_native_decoder_cannot_run_and_native_says_why(
+    whisper_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(library, "cpu_flags", lambda: {"avx2", "fma"})
+    engine = FasterWhisperEngine("tiny.en", decoder="auto", cache_dir=whisper_cache)
+    engine._load()
+    assert engine.decoder_used == "ctranslate2"
+    assert not isinstance(engine._model.model, generate.DecoderSwap)
+    explicit = FasterWhisperEngine("tiny.en", decoder="native", cache_dir=whisper_cache)
+    with pytest.raises(library.Unavailable, match="lacks avx512f"):
+        explicit._load()
+    with pytest.raises(ValueError, match="unknown decoder"):
+        FasterWhisperEngine("tiny.en", decoder="fastest")
+
+
+@pytest.fixture(scope="module")
+def native(whisper_cache: Path) -> generate.NativeGenerator:
+    from app.asr.native_decoder.model import NativeModel
+
+    return generate.NativeGenerator(NativeModel(Path(openai_checkpoint("tiny.en", whisper_cache)), whisper_cache))
+
+
+@needs_native
+def test_the_token_choice_is_openai_whispers_filters_then_top_k(
+    native: generate.NativeGenerator, tokens: generate.Tokens
+) -> None:
+    rng, nprng = random.Random(3), np.random.default_rng(3)
+    seqs = [[]] + [random_sampled(rng, tokens) for _ in range(11)]
+    logits = nprng.normal(0, 3, (len(seqs), TINY_EN_VOCAB)).astype(np.float32)
+    # Some rows where timestamps together outweigh the best text token (the rule that forbids text then).
+    logits[::3, tokens.timestamp_begin :] += 4.0
+    suppress = [int(i) for i in nprng.choice(tokens.eot, 40, replace=False)]
+    want = openai_filtered_logprobs(logits, seqs, [tokens.sot], suppress)
+    beams = [generate._Beam(s, 0.0, 0, max((x for x in s if x >= tokens.timestamp_begin), default=-1)) for s in seqs]
+    ids, logprobs = native._choose(
+        logits.copy(), beams, native._suppressed(suppress), np.asarray(tokens.blank, np.int32), True, 50, 4
+    )
+    for row in range(len(seqs)):
+        top = np.argsort(-want[row], kind="stable")[:4]
+        assert list(ids[row]) == list(top), row
+        np.testing.assert_allclose(logprobs[row], want[row][top], atol=2e-4)
+
+
+@needs_native
+def test_native_next_token_distribution_tracks_the_float32_decoder(
+    native: generate.NativeGenerator, whisper_cache: Path
+) -> None:
+    import torch
+    import whisper
+
+    model = whisper.load_model(openai_checkpoint("tiny.en", whisper_cache), device="cpu").float().eval()
+    audio = whisper.pad_or_trim(load_audio(SPEECH / "jfk.mp3"))
+    with torch.no_grad():
+        features = model.encoder(whisper.log_mel_spectrogram(torch.from_numpy(audio))[None])
+        # <|sot|><|0.00|> And so my fellow Americans ask not what your country
+        prefix = [50257, 50363, 843, 523, 616, 5891, 3399, 1265, 407, 644, 534, 1499]
+        want = torch.log_softmax(model.decoder(torch.tensor([prefix]), features)[0], -1).numpy()
+    m, feats = native.model, features.numpy()
+    cache, cross = m.self_cache(1), m.cross_cache(1, feats.shape[1])
+    m.cross_kv(feats[0], cross, 0)
+    slot = np.zeros(1, np.int32)
+    for pos, token in enumerate(prefix):
+        logits = m.step(np.asarray([token], np.int32), 1, slot, slot, feats.shape[1], pos, cache, cross)[0]
+        got = logits - logits.max() - np.log(np.exp(logits - logits.max()).sum())
+        kl = float((np.exp(want[pos]) * (want[pos] - got)).sum())
+        assert kl < 0.02, (pos, kl)  # int8 weights and activations: 0.0000-0.006 measured
+        assert int(got.argmax()) == int(want[pos].argmax())
+
+
+@needs_native
+@pytest.mark.slow
+def test_native_decoder_transcribes_what_ctranslate2s_does(whisper_cache: Path) -> None:
+    engines = {
+        name: FasterWhisperEngine("tiny.en", batch_size=4, beam_size=2, decoder=name, cache_dir=whisper_cache)
+        for name in ("native", "ctranslate2")
+    }
+    texts: dict[str, list[str]] = {name: [] for name in engines}
+    references = []
+    for clip in CLIPS:
+        audio = load_audio(SPEECH / clip)
+        references.append(find_reference(SPEECH / clip) or "")
+        for name, engine in engines.items():
+            segments = engine.transcribe(audio)
+            starts = [s.start for s in segments]
+            assert starts == sorted(starts) and all(s.end >= s.start for s in segments)
+            texts[name].append(" ".join(s.text for s in clean_segments(segments)))
+    assert engines["native"].decoder_used == "native"
+    native_wer = corpus_wer(list(zip(references, texts["native"], strict=True)))
+    ct2_wer = corpus_wer(list(zip(references, texts["ctranslate2"], strict=True)))
+    assert native_wer <= max(0.12, ct2_wer + 0.02), (native_wer, ct2_wer)
+    # Same model, same rules, different int8 arithmetic: nearly the same words.
+    for ours, theirs in zip(texts["native"], texts["ctranslate2"], strict=True):
+        assert wer(theirs, ours) <= 0.1, (ours, theirs)
+
+
+@needs_native
+def test_a_window_decodes_the_same_alone_or_in_a_batch_and_follows_the_timestamp_rules(
+    native: generate.NativeGenerator, whisper_cache: Path, tokens: generate.Tokens
+) -> None:
+    """Windows finish at different steps (their rows drop out) and beams fork into free cache slots: none of that
+    may leak from one window into another."""
+    import torch
+    import whisper
+
+    model = whisper.load_model(openai_checkpoint("tiny.en", whisper_cache), device="cpu").float().eval()
+    audio = load_audio(SPEECH / "sense_and_sensibility_01_austen_64kb-0880.wav")
+    jfk = load_audio(SPEECH / "jfk.mp3")
+    pieces = [jfk, audio[: 16000 * 4], audio[16000 * 2 :], jfk[: 16000 * 3]]
+    with torch.no_grad():
+        mels = torch.stack([whisper.log_mel_spectrogram(torch.from_numpy(whisper.pad_or_trim(p))) for p in pieces])
+        features = model.encoder(mels).numpy()
+    call = dict(beam_size=2, suppress_tokens=[-1], return_scores=True, return_no_speech_prob=True)
+    batch = native.generate(features, [[tokens.sot]] * len(pieces), **call)
+    for i, result in enumerate(batch):
+        alone = native.generate(features[i : i + 1], [[tokens.sot]], **call)[0]
+        assert result.sequences_ids == alone.sequences_ids
+        assert result.scores == pytest.approx(alone.scores, abs=1e-5)
+        seq = result.sequences_ids[0]
+        stamps = [t for t in seq if t >= tokens.timestamp_begin]
+        assert seq[0] >= tokens.timestamp_begin and stamps == sorted(stamps)
+        assert 0 <= result.no_speech_prob < 0.5 and -1.0 < result.scores[0] < 0
+    # The three-second piece is a prefix of the 11 s one: shorter text, same start.
+    short, full = batch[3].sequences_ids[0], batch[0].sequences_ids[0]
+    assert 3 < len([t for t in short if t < tokens.eot]) < len([t for t in full if t < tokens.eot])
+    assert short[1:3] == full[1:3]  # "And so"
