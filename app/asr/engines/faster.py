@@ -5,6 +5,9 @@ at a time) is 2-3x faster than the sequential loop on 2 cores (docs/benchmarks.m
 windows keeps text off silence. Beam 2 by default: greedy int8 lost 1-3 WER points against openai-whisper's
 greedy transcribe() on the same weights, beam 2 is at or below it for ~0-11% more CPU. No conditioning on the
 previous window, so one bad window can't derail the rest of a long episode.
+
+On CPU the model's encoder and decoder are swapped under faster-whisper's pipeline for faster ones where the
+CPU allows (app.asr.cpu_encoder, app.asr.native_decoder): the pipeline, its windows and its second pass stay.
 """
 
 from __future__ import annotations
@@ -171,8 +174,8 @@ class FasterWhisperEngine:
                 self._swap_decoder()
             self._pipeline = BatchedInferencePipeline(self._model)
 
-    def _checkpoint(self) -> Path:
-        """The local openai-whisper checkpoint our CPU encoder and decoder load (raises if there is none)."""
+    def _local_weights(self) -> tuple[Path, Path]:
+        """(openai-whisper checkpoint, cache folder) our CPU encoder and decoder load (raises if there is none)."""
         from app.asr.weights import openai_checkpoint
 
         if self.cache_dir is None:
@@ -180,13 +183,12 @@ class FasterWhisperEngine:
         checkpoint = Path(openai_checkpoint(self.model_name, self.cache_dir))
         if not checkpoint.is_file():
             raise RuntimeError(f"{self.model_name} is not a local model")
-        return checkpoint
+        return checkpoint, self.cache_dir
 
     def _swap_encoder(self) -> None:
         try:
-            checkpoint = self._checkpoint()
-            assert self.cache_dir is not None
-            encoder, name = cpu_encoder.load(self.encoder, checkpoint, self.cache_dir, threads=self.cpu_threads)
+            checkpoint, cache_dir = self._local_weights()
+            encoder, name = cpu_encoder.load(self.encoder, checkpoint, cache_dir, threads=self.cpu_threads)
         except Exception as exc:
             if self.encoder != "auto":
                 raise
@@ -202,9 +204,7 @@ class FasterWhisperEngine:
         from app.asr.native_decoder.model import NativeModel
 
         try:
-            checkpoint = self._checkpoint()
-            assert self.cache_dir is not None
-            generator = NativeGenerator(NativeModel(checkpoint, self.cache_dir))
+            generator = NativeGenerator(NativeModel(*self._local_weights()))
         except Exception as exc:
             if self.decoder != "auto":
                 raise
