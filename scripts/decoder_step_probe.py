@@ -251,9 +251,7 @@ def native_greedy(native: Any, features: np.ndarray, steps: int, beams: int = 1)
     `beams` rows a window (numpy argmax: no beam search, no timestamp rules)."""
     w, f, _ = features.shape
     rows = w * beams
-    cache, cross = native.self_cache(rows), native.cross_cache(w, f)
-    for i in range(w):
-        native.cross_kv(features[i], cross, i)
+    cache, cross = native.caches(features, rows)
     row_slot, window_slot = np.arange(rows, dtype=np.int32), np.arange(w, dtype=np.int32)
     tokens = np.full(rows, SOT, np.int32)
     out = []
@@ -280,9 +278,7 @@ def native_agreement(native: Any, checkpoint: Path, features: np.ndarray, steps:
             tokens = torch.cat([tokens, dec(tokens, audio)[:, -1].argmax(-1, keepdim=True)], dim=1)
     want = tokens.numpy().astype(np.int32)
     w, f, _ = features.shape
-    cache, cross = native.self_cache(w), native.cross_cache(w, f)
-    for i in range(w):
-        native.cross_kv(features[i], cross, i)
+    cache, cross = native.caches(features, w)
     slots = np.arange(w, dtype=np.int32)
     same = 0
     for pos in range(steps):

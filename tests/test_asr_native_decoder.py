@@ -180,8 +180,7 @@ def test_native_next_token_distribution_tracks_the_float32_decoder(
         prefix = [50257, 50363, 843, 523, 616, 5891, 3399, 1265, 407, 644, 534, 1499]
         want = torch.log_softmax(model.decoder(torch.tensor([prefix]), features)[0], -1).numpy()
     m, feats = native.model, features.numpy()
-    cache, cross = m.self_cache(1), m.cross_cache(1, feats.shape[1])
-    m.cross_kv(feats[0], cross, 0)
+    cache, cross = m.caches(feats, 1)
     slot = np.zeros(1, np.int32)
     for pos, token in enumerate(prefix):
         logits = m.step(np.asarray([token], np.int32), 1, slot, slot, feats.shape[1], pos, cache, cross)[0]

@@ -135,9 +135,7 @@ class NativeGenerator:
         suppress = self._suppressed(suppress_tokens)
         blank = np.asarray(t.blank if suppress_blank else (), np.int32)
         max_candidates = max(1, round(beams * patience))
-        cache, cross = m.self_cache(n_windows * beams), m.cross_cache(n_windows, frames)
-        for i in range(n_windows):
-            m.cross_kv(features[i], cross, i)
+        cache, cross = m.caches(features, n_windows * beams)
         windows = [
             _Window(i, [_Beam([], 0.0, i * beams)], list(range(i * beams, (i + 1) * beams))) for i in range(n_windows)
         ]

@@ -83,17 +83,17 @@ class NativeModel:
 
     # Buffers, and thin wrappers over the library's calls (shapes documented in decoder.cpp).
 
-    def self_cache(self, slots: int) -> np.ndarray:
-        # np.empty: only positions already decoded are read, and untouched pages cost nothing.
-        return np.empty((slots, self.slot_floats), np.float32)
-
-    def cross_cache(self, windows: int, frames: int) -> np.ndarray:
-        return np.empty((windows, int(self.lib.cross_slot_size(self.handle, frames))), np.uint16)
-
-    def cross_kv(self, features: np.ndarray, cross: np.ndarray, slot: int) -> None:
-        """Audio keys/values of one window's encoder output (frames, width) into cross-cache `slot`."""
-        f = np.ascontiguousarray(features, dtype=np.float32)
-        self.lib.cross_kv(self.handle, ptr(f), f.shape[0], cross[slot].ctypes.data_as(ctypes.c_void_p))
+    def caches(self, features: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
+        """(self-attention cache with `slots` row slots, cross cache with window i's audio keys/values in slot i)
+        for encoder output `features` (windows, frames, width)."""
+        windows, frames = features.shape[0], features.shape[1]
+        # np.empty: a step reads only positions already written, and untouched pages cost nothing.
+        cache = np.empty((slots, self.slot_floats), np.float32)
+        cross = np.empty((windows, int(self.lib.cross_slot_size(self.handle, frames))), np.uint16)
+        for i in range(windows):
+            f = np.ascontiguousarray(features[i], dtype=np.float32)
+            self.lib.cross_kv(self.handle, ptr(f), frames, cross[i].ctypes.data_as(ctypes.c_void_p))
+        return cache, cross
 
     def copy_slot(self, cache: np.ndarray, dst: int, src: int, length: int) -> None:
         self.lib.copy_slot(self.handle, ptr(cache), dst, src, length)
