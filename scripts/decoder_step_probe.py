@@ -165,20 +165,13 @@ def onnxruntime_ms_per_step(step: Any, cross: Any, layers: int, features: np.nda
     return 1000 * (time.perf_counter() - start) / steps
 
 
-def fused_qkv(attn: Any) -> tuple[Any, Any]:
-    """(weight, bias) of a block's self-attention query|key|value as one product (Whisper's key has no bias)."""
-    import torch
-
-    weight = torch.cat([attn.query.weight, attn.key.weight, attn.value.weight]).detach()
-    bias = torch.cat([attn.query.bias, torch.zeros_like(attn.query.bias), attn.value.bias]).detach()
-    return weight, bias
-
-
 def torch_step(checkpoint: Path) -> Any:
     """(step(tokens, pos, caches, cross) -> logits, cross_kv(xa) -> per-layer (K, V), caches(rows) -> list)."""
     import torch
     import torch.nn.functional as F
     import whisper
+
+    from app.asr.native_decoder.model import fused_qkv
 
     torch.set_num_threads(1)
     dec = whisper.load_model(str(checkpoint), device="cpu").float().eval().decoder.requires_grad_(False)
@@ -195,7 +188,7 @@ def torch_step(checkpoint: Path) -> Any:
     fused = torch.nn.ModuleDict(
         {
             "proj": linear(dec.token_embedding.weight, None),
-            **{f"qkv{i}": linear(*fused_qkv(b.attn)) for i, b in enumerate(dec.blocks)},
+            **{f"qkv{i}": linear(*map(torch.from_numpy, fused_qkv(b.attn))) for i, b in enumerate(dec.blocks)},
         }
     )
     q8 = torch.ao.quantization.quantize_dynamic(

@@ -50,10 +50,7 @@ class NativeModel:
         )
         for i, b in enumerate(dec.blocks):
             a, x = b.attn, b.cross_attn
-            qkv_w = np.concatenate([_f32(a.query.weight), _f32(a.key.weight), _f32(a.value.weight)])
-            # Whisper's key projections have no bias.
-            qkv_b = np.concatenate([_f32(a.query.bias), np.zeros(self.width, np.float32), _f32(a.value.bias)])
-            self._linear(i, QKV, qkv_w, qkv_b)
+            self._linear(i, QKV, *fused_qkv(a))
             self._linear(i, SELF_OUT, _f32(a.out.weight), _f32(a.out.bias))
             self._linear(i, CROSS_Q, _f32(x.query.weight), _f32(x.query.bias))
             self._linear(i, CROSS_OUT, _f32(x.out.weight), _f32(x.out.bias))
@@ -116,6 +113,14 @@ class NativeModel:
             ptr(cache), ptr(cross), ptr(logits),
         )  # fmt: skip
         return logits
+
+
+def fused_qkv(attn: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, bias) float32 of a block's self-attention query|key|value as one product (Whisper's key projection
+    has no bias: zeros in its place)."""
+    weight = [_f32(attn.query.weight), _f32(attn.key.weight), _f32(attn.value.weight)]
+    bias = [_f32(attn.query.bias), np.zeros(attn.key.weight.shape[0], np.float32), _f32(attn.value.bias)]
+    return np.concatenate(weight), np.concatenate(bias)
 
 
 def _f32(t: Any) -> np.ndarray:
