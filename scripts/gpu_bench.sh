@@ -11,7 +11,8 @@
 # carry=[".gpu"]).  Knobs: GPU_BENCH_TILE (seconds of tiled speech, default 1200), GPU_BENCH_BATCH
 # (default: the sweep's fastest, else 128), GPU_BENCH_REPEAT (default 3, best kept; an engine starts no repeat
 # after 20 s, so the baseline runs once); GPU_BENCH_SWEEP=0 skips scripts/gpu_sweep.py (GPU_SWEEP_BATCHES,
-# default 64 128 256, over the same audio). The baseline runs at ~24-33x on an H100/H200 (README), so
+# default 64 128 256, over the same audio); GPU_BENCH_ENGINES (the bench's engines, in order: list the baseline
+# `openai-whisper` last to log the batched figures before it starts). The baseline runs at ~24-33x on an H100/H200 (README), so
 # 1200 s costs it ~50 s; the batched engines take seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,8 +74,8 @@ PYEOF
     fi
     # One invocation: the baseline (plain transcribe()) and the batched engines time the same tiled audio.
     "$PY" -m app.asr.bench --audio "$GPU"/audio/*.wav --device "$device" --model "$GPU/tiny.en.pt" \
-        --engines openai-whisper openai-whisper-batched openai-whisper-batched-seqfallback \
-        openai-whisper-batched-looprules --batch-size "${batch:-128}" --tile "${GPU_BENCH_TILE:-1200}" \
+        --engines ${GPU_BENCH_ENGINES:-openai-whisper openai-whisper-batched openai-whisper-batched-seqfallback \
+        openai-whisper-batched-looprules} --batch-size "${batch:-128}" --tile "${GPU_BENCH_TILE:-1200}" \
         --repeat "${GPU_BENCH_REPEAT:-3}" --repeat-budget 20 \
         --json > "$out/bench.json" 2> "$out/bench.log" || { tail -30 "$out/bench.log"; exit 1; }
     tail -8 "$out/bench.log"
