@@ -246,3 +246,75 @@ def test_a_window_decodes_the_same_alone_or_in_a_batch_and_follows_the_timestamp
     short, full = batch[3].sequences_ids[0], batch[0].sequences_ids[0]
     assert 3 < len([t for t in short if t < tokens.eot]) < len([t for t in full if t < tokens.eot])
     assert short[1:3] == full[1:3]  # "And so"
+
+
+class _SlotLog:
+    """The one model call a beam-search update makes: copying a beam's history into another cache slot."""
+
+    def __init__(self) -> None:
+        self.copies: list[tuple[int, int, int]] = []
+
+    def copy_slot(self, cache: Any, dst: int, src: int, length: int) -> None:
+        self.copies.append((dst, src, length))
+
+
+def test_beam_update_collects_end_of_text_as_ctranslate2_does(tokens: generate.Tokens) -> None:
+    """Of a window's 2 x beams best candidates only the first `beams` may finish; an end-of-text further down is
+    not collected (openai-whisper would collect it here and stop with two shorter hypotheses)."""
+    gen = generate.NativeGenerator.__new__(generate.NativeGenerator)
+    gen.tokens, gen.model = tokens, _SlotLog()  # type: ignore[assignment]
+    ts, eot = tokens.timestamp_begin, tokens.eot
+    a, b = generate._Beam([ts, 100], -1.0, 0, ts), generate._Beam([ts, 200], -1.05, 1, ts)
+    window = generate._Window(0, [a, b], [0, 1])
+    ids = np.array([[eot, 5, 6, 7], [eot, 8, 9, 10]], np.int32)
+    # Ranked: a+EOT -1.10, a+5 -1.20, b+EOT -1.25, b+8 -1.35, then the rest.
+    logprobs = np.array([[-0.1, -0.2, -2.0, -3.0], [-0.2, -0.3, -2.0, -3.0]], np.float32)
+    done = gen._advance(window, ids, logprobs, beams=2, max_candidates=2, cache=None, length=3)  # type: ignore[arg-type]
+    assert not done
+    assert window.finished == [([ts, 100], pytest.approx(-1.1))]
+    assert sorted(bm.tokens for bm in window.beams) == [[ts, 100, 5], [ts, 200, 8]]
+    assert {bm.slot for bm in window.beams} == {0, 1} and gen.model.copies == []  # type: ignore[attr-defined]
+    # Next step: both of the best two end the text: two hypotheses, the window is done.
+    ids = np.array([[eot, 11, 12, 13], [eot, 14, 15, 16]], np.int32)
+    logprobs = np.array([[-0.05, -2.0, -3.0, -4.0], [-0.05, -2.0, -3.0, -4.0]], np.float32)
+    assert gen._advance(window, ids, logprobs, beams=2, max_candidates=2, cache=None, length=4)  # type: ignore[arg-type]
+    assert len(window.finished) == 3
+
+
+def test_suppress_tokens_minus_one_means_what_ctranslate2s_model_suppresses(tokens: generate.Tokens) -> None:
+    """[-1] is the model's "suppress_ids" (written by CTranslate2's converter): symbols, and the task tokens
+    (<|startoftranscript|>, <|transcribe|>, <|nospeech|>, ...) that must take no probability mass either."""
+    import json
+
+    from app.asr.weights import bundled_ct2_dir
+
+    ct2_dir = bundled_ct2_dir()
+    assert ct2_dir is not None
+    config = json.loads((ct2_dir / "config.json").read_text())
+    gen = generate.NativeGenerator.__new__(generate.NativeGenerator)
+    gen.tokens = tokens
+    # The native decoder also always forbids <|notimestamps|> (CTranslate2's timestamp rules do the same).
+    assert set(gen._suppressed([-1]).tolist()) == set(config["suppress_ids"]) | {tokens.no_timestamps}
+    assert set(tokens.blank) == set(config["suppress_ids_begin"])
+
+
+@needs_native
+def test_decoding_stops_at_half_max_length_as_ctranslate2s_does(
+    native: generate.NativeGenerator, whisper_cache: Path, tokens: generate.Tokens
+) -> None:
+    import ctranslate2
+    import torch
+    import whisper
+
+    from app.asr.weights import bundled_ct2_dir
+
+    model = whisper.load_model(openai_checkpoint("tiny.en", whisper_cache), device="cpu").float().eval()
+    mel = whisper.log_mel_spectrogram(torch.from_numpy(whisper.pad_or_trim(load_audio(SPEECH / "jfk.mp3"))))
+    with torch.no_grad():
+        features = model.encoder(mel[None]).numpy()
+    call: dict[str, Any] = dict(beam_size=2, suppress_tokens=[-1], return_scores=True, max_length=20)
+    ours = native.generate(features, [[tokens.sot]], **call)[0].sequences_ids[0]
+    ct2 = ctranslate2.models.Whisper(str(bundled_ct2_dir()), device="cpu", compute_type="int8")
+    theirs = ct2.generate(ctranslate2.StorageView.from_array(features), [[tokens.sot]], **call)[0].sequences_ids[0]
+    assert len(ours) == len(theirs) == 10  # max_length // 2 tokens after the prompt, cut mid-sentence
+    assert ours[:3] == theirs[:3]  # <|0.00|> And so

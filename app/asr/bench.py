@@ -42,6 +42,7 @@ BENCH_ENGINES = {
     "openai-whisper-batched-seqfallback": "openai-whisper-batched",
     # Variants of the production CPU engine, to show what each choice costs or buys.
     "faster-whisper-greedy": "faster-whisper",
+    "faster-whisper-beam2": "faster-whisper",
     "faster-whisper-silero": "faster-whisper",
     "faster-whisper-ct2-encoder": "faster-whisper",
     "faster-whisper-onnx-encoder": "faster-whisper",
@@ -55,6 +56,7 @@ _VARIANTS: dict[str, dict[str, object]] = {
     "openai-whisper-batched-looprules": {"vectorised_rules": False},
     "openai-whisper-batched-seqfallback": {"parallel_fallback": False},
     "faster-whisper-greedy": {"beam_size": 1},
+    "faster-whisper-beam2": {"beam_size": 2},  # the default before 2026-12-04
     "faster-whisper-silero": {"vad": "silero"},
     # Each CPU encoder by name, whatever `auto` picks on this CPU (app.asr.cpu_encoder).
     "faster-whisper-ct2-encoder": {"encoder": "ctranslate2"},

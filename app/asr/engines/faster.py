@@ -2,9 +2,10 @@
 
 Batched (BatchedInferencePipeline over <= 30 s windows cut at pauses by app.asr.chunking, decoded batch_size
 at a time) is 2-3x faster than the sequential loop on 2 cores (docs/benchmarks.md), and decoding only speech
-windows keeps text off silence. Beam 2 by default: greedy int8 lost 1-3 WER points against openai-whisper's
-greedy transcribe() on the same weights, beam 2 is at or below it for ~0-11% more CPU. No conditioning on the
-previous window, so one bad window can't derail the rest of a long episode.
+windows keeps text off silence. Beam 3 by default: greedy int8 lost 1-3 WER points against openai-whisper's
+greedy transcribe() on the same weights; beam 2 was at or below it for ~0-11% more CPU, and beam 3 takes
+another 0.7-0.8 points off the dev episodes for ~3% more time (with either decoder, docs/benchmarks.md). No
+conditioning on the previous window, so one bad window can't derail the rest of a long episode.
 
 On CPU the model's encoder and decoder are swapped under faster-whisper's pipeline for faster ones where the
 CPU allows (app.asr.cpu_encoder, app.asr.native_decoder): the pipeline, its windows and its second pass stay.
@@ -111,7 +112,7 @@ class FasterWhisperEngine:
         batch_size: int = 8,
         cpu_threads: int | None = None,
         vad: str = "energy",
-        beam_size: int = 2,
+        beam_size: int = 3,
         encoder: str = "auto",
         trim_encoder_input: bool = True,
         decoder: str = "auto",

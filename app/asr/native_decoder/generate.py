@@ -2,8 +2,9 @@
 
 Same contract (prompts in, `sequences_ids` / `scores` / `no_speech_prob` out) and the same rules, so the
 pipeline's chunking, second pass, hygiene filters and word alignment (still CTranslate2's) don't change:
-- beam search as openai-whisper's BeamSearchDecoder: each beam proposes its beam_size + 1 likeliest tokens, the
-  best beam_size unfinished sequences go on, finished ones are collected until round(beam_size * patience);
+- beam search as CTranslate2's: a window's 2 x beam_size likeliest continuations are ranked, the first
+  beam_size go on, one of them ending in end-of-text is collected as finished and replaced by the next
+  candidate, until round(beam_size * patience) are collected (or max_length: then the beams count too);
 - the logit filters of openai-whisper / CTranslate2: suppressed tokens, suppress_blank at the first sampled
   token, the timestamp rules (pairs, never decreasing, the first one within max_initial_timestamp_index, and a
   timestamp whenever all timestamps together beat any text token);
@@ -12,7 +13,7 @@ pipeline's chunking, second pass, hygiene filters and word alignment (still CTra
 Calls outside that (sampling, repetition penalties, several hypotheses) go to CTranslate2 (DecoderSwap).
 
 Work per step: the library computes all rows' logits and picks each row's candidates (decoder.cpp `choose`);
-Python only ranks (beams x (beams + 1)) candidates a window. Beams live in fixed cache slots: a beam that
+Python only ranks (beams x 2 beams) candidates a window. Beams live in fixed cache slots: a beam that
 continues keeps its slot, and only a beam that forks copies its history into a slot left free.
 """
 
@@ -60,7 +61,7 @@ class Tokens:
     timestamp_begin: int
     no_speech: int
     blank: tuple[int, ...]  # " " and end-of-text: not the first sampled token (suppress_blank)
-    non_speech: tuple[int, ...]  # what suppress_tokens=[-1] means
+    default_suppressed: tuple[int, ...]  # what suppress_tokens=[-1] means
 
     @classmethod
     def for_vocabulary(cls, n_vocab: int) -> Tokens:
@@ -70,7 +71,13 @@ class Tokens:
         tok = get_tokenizer(multilingual, num_languages=n_vocab - 51765 - int(multilingual))
         return cls(
             eot=tok.eot, sot=tok.sot, no_timestamps=tok.no_timestamps, timestamp_begin=tok.timestamp_begin,
-            no_speech=tok.no_speech, blank=(*tok.encode(" "), tok.eot), non_speech=tuple(tok.non_speech_tokens),
+            no_speech=tok.no_speech, blank=(*tok.encode(" "), tok.eot),
+            # CTranslate2's converter writes these as the model's "suppress_ids": symbols and speaker marks, and
+            # the task tokens openai-whisper's DecodingTask suppresses (they also take no probability mass).
+            default_suppressed=(
+                *tok.non_speech_tokens, tok.sot, tok.translate, tok.transcribe, tok.sot_lm, tok.sot_prev,
+                tok.no_speech,
+            ),
         )  # fmt: skip
 
 
@@ -130,11 +137,12 @@ class NativeGenerator:
         beams = max(1, int(beam_size))
         prompt = np.asarray(prompts, dtype=np.int32)
         start = prompt.shape[1]
-        max_new = min(int(max_length), m.ctx) - start
+        # CTranslate2 decodes at most max_length // 2 tokens after the prompt (its Whisper::generate).
+        max_new = min(int(max_length) // 2, int(max_length) - start, m.ctx - start)
         timestamps = t.no_timestamps not in prompt[0]
         suppress = self._suppressed(suppress_tokens)
         blank = np.asarray(t.blank if suppress_blank else (), np.int32)
-        max_candidates = max(1, round(beams * patience))
+        max_candidates = max(1, int(beams * patience + 0.5))  # C++ std::round, as CTranslate2
         cache, cross = m.caches(features, n_windows * beams)
         windows = [
             _Window(i, [_Beam([], 0.0, i * beams)], list(range(i * beams, (i + 1) * beams))) for i in range(n_windows)
@@ -144,7 +152,7 @@ class NativeGenerator:
         while active and max_new > 0:
             rows = [b for win in active for b in win.beams]
             ids, logprobs = self._choose(
-                logits, rows, suppress, blank, timestamps, max_initial_timestamp_index, beams + 1
+                logits, rows, suppress, blank, timestamps, max_initial_timestamp_index, 2 * beams
             )
             r, still = 0, []
             for win in active:
@@ -153,6 +161,8 @@ class NativeGenerator:
                 r += n
                 if not done and len(win.beams[0].tokens) < max_new:
                     still.append(win)
+                elif not done:  # cut at max_length: CTranslate2 counts the beams as hypotheses too
+                    win.finished += [(b.tokens, b.logprob) for b in win.beams]
             active = still
             if not active:
                 break
@@ -188,7 +198,7 @@ class NativeGenerator:
     def _suppressed(self, suppress_tokens: Sequence[int] | None) -> np.ndarray:
         ids = {int(i) for i in (suppress_tokens or ()) if int(i) >= 0}
         if suppress_tokens and -1 in suppress_tokens:
-            ids |= set(self.tokens.non_speech)
+            ids |= set(self.tokens.default_suppressed)
         ids.add(self.tokens.no_timestamps)  # a timestamp-mode decoder never switches timestamps off
         return np.asarray(sorted(ids), np.int32)
 
@@ -231,33 +241,36 @@ class NativeGenerator:
         length: int,
     ) -> bool:
         """One beam-search update of window `w` (its beams' candidates given); True when it is finished.
-        `length`: positions decoded so far (how much history a forked beam copies in `cache`)."""
+        `length`: positions decoded so far (how much history a forked beam copies in `cache`).
+
+        CTranslate2's rule (BeamSearch::search in its decoding.cc), not openai-whisper's: of the window's
+        2 x beams best candidates, the first `beams` go on; one of those that ends in end-of-text is a finished
+        hypothesis instead, and the next candidate not ending there takes its place. An end-of-text further down
+        is not collected. (openai-whisper collects every end-of-text met before `beams` sequences go on, so it
+        can stop sooner, on shorter sequences.)"""
         eot = self.tokens.eot
-        candidates: list[tuple[float, _Beam, int]] = []
-        for b, row_ids, row_lp in zip(w.beams, ids, logprobs, strict=True):
-            candidates += [(b.logprob + float(lp), b, int(i)) for i, lp in zip(row_ids, row_lp, strict=True) if i >= 0]
-        candidates.sort(key=lambda c: -c[0])
-        seen: set[tuple[int, ...]] = set()
+        candidates = sorted(
+            (
+                (b.logprob + float(lp), b, int(i))
+                for b, row_ids, row_lp in zip(w.beams, ids, logprobs, strict=True)
+                for i, lp in zip(row_ids, row_lp, strict=True)
+                if i >= 0
+            ),
+            key=lambda c: -c[0],
+        )[: 2 * beams]
         going: list[tuple[float, _Beam, int]] = []
-        newly_finished: list[tuple[list[int], float]] = []
-        for score, b, tok in candidates:
-            key = (*b.tokens, tok)
-            if key in seen:
-                continue
-            seen.add(key)
-            if tok == eot:
-                newly_finished.append((b.tokens, score))
-            else:
+        spare = beams  # the next candidate that may stand in for a finished one
+        for score, b, tok in candidates[:beams]:
+            if tok != eot:
                 going.append((score, b, tok))
-                if len(going) == beams:
-                    break
-        for seq in newly_finished:  # best first, as sorted
-            if len(w.finished) >= max_candidates:
-                break
-            w.finished.append(seq)
-        if len(w.finished) >= max_candidates:
-            return True
-        if not going:  # nothing but end-of-text was allowed
+                continue
+            w.finished.append((b.tokens, score))
+            while spare < len(candidates) and candidates[spare][2] == eot:
+                spare += 1
+            if spare < len(candidates):
+                going.append(candidates[spare])
+                spare += 1
+        if len(w.finished) >= max_candidates or not going:
             return True
         while len(going) < beams:  # keeps every window at `beams` rows (the step's layout); rarely needed
             going.append(going[-1])
