@@ -122,6 +122,36 @@ def test_missing_says_why_it_cannot_run() -> None:
     assert library.missing(full, compiler="no-such-compiler") == "no C++ compiler (g++) on PATH"
 
 
+def test_libraries_nobody_loaded_for_a_month_are_pruned_the_current_one_never(tmp_path: Path) -> None:
+    import os
+
+    now = 1_000_000_000.0
+    month = library.STALE_AFTER_S
+    ages = {"decoder-current.so": 2 * month, "decoder-stale.so": month + 60, "decoder-other-cpu.so": month - 60}
+    for name, age in ages.items():
+        (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, (now - age, now - age))
+    (tmp_path / "notes.txt").write_text("not ours")
+    os.utime(tmp_path / "notes.txt", (0, 0))
+    removed = library.prune(tmp_path, keep=tmp_path / "decoder-current.so", now=now)
+    assert [p.name for p in removed] == ["decoder-stale.so"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["decoder-current.so", "decoder-other-cpu.so", "notes.txt"]
+
+
+@needs_native
+def test_loading_marks_the_library_in_use(whisper_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What prune() goes by: a process that loads the library touches it (once: it is then kept loaded)."""
+    import os
+    import time
+
+    library.load(whisper_cache)
+    (path,) = [p for p in library._loaded if p.parent == whisper_cache / "native-decoder"]
+    os.utime(path, (0, 0))
+    monkeypatch.setattr(library, "_loaded", {})  # as in a new process
+    library.load(whisper_cache)
+    assert path.is_file() and time.time() - path.stat().st_mtime < 600
+
+
 def test_auto_uses_ctranslate2_where_the_native_decoder_cannot_run_and_native_says_why(
     whisper_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

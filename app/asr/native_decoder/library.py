@@ -7,6 +7,7 @@ the source, the compiler command and the CPU's flags, so a change to any of them
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from app.asr.cpu_encoder import cpu_flags
@@ -23,6 +25,9 @@ SOURCE = Path(__file__).with_name("decoder.cpp")
 REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512_vnni", "f16c")
 COMPILE = ["-O3", "-march=native", "-ffast-math", "-shared", "-fPIC"]
 LINK = ["-lmvec"]  # glibc's vector maths: expf/erff vectorised under -ffast-math
+# A library no process has loaded for this long is removed (older sources pile up with every upgrade). Not at
+# once: a models folder shared by machines with different CPUs holds one library per CPU, each in use.
+STALE_AFTER_S = 30 * 86400
 
 _lock = threading.Lock()
 _loaded: dict[Path, ctypes.CDLL] = {}
@@ -62,6 +67,9 @@ def load(cache_dir: Path, compiler: str = "g++") -> ctypes.CDLL:
             return _loaded[target]
         if not target.is_file():
             _build(compiler, target)
+        with contextlib.suppress(OSError):  # a read-only models folder is fine: nothing is pruned there either
+            os.utime(target)  # "in use": what prune() goes by
+        prune(target.parent, keep=target)
         lib = ctypes.CDLL(str(target))
         _declare(lib)
         _loaded[target] = lib
@@ -83,6 +91,19 @@ def _build(compiler: str, target: Path) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def prune(folder: Path, keep: Path, now: float | None = None) -> list[Path]:
+    """Remove the libraries in `folder` other than `keep` that nobody loaded for STALE_AFTER_S; returns them.
+    (A process that still has one loaded keeps its mapping: unlinking a loaded library is safe on Linux.)"""
+    now = time.time() if now is None else now
+    removed = []
+    for old in folder.glob("decoder-*.so"):
+        with contextlib.suppress(OSError):
+            if old != keep and now - old.stat().st_mtime > STALE_AFTER_S:
+                old.unlink()
+                removed.append(old)
+    return removed
 
 
 def _declare(lib: ctypes.CDLL) -> None:
