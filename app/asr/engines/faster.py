@@ -4,7 +4,7 @@ Batched (BatchedInferencePipeline over <= 30 s windows cut at pauses by app.asr.
 at a time) is 2-3x faster than the sequential loop on 2 cores (docs/benchmarks.md), and decoding only speech
 windows keeps text off silence. Beam 3 by default: greedy int8 lost 1-3 WER points against openai-whisper's
 greedy transcribe() on the same weights; beam 2 was at or below it for ~0-11% more CPU, and beam 3 takes
-another 0.7-0.8 points off the dev episodes for ~3% more time (with either decoder, docs/benchmarks.md). No
+another 0.7-0.8 points off the dev episodes for 3-10% more time (either decoder; docs/benchmarks.md). No
 conditioning on the previous window, so one bad window can't derail the rest of a long episode.
 
 On CPU the model's encoder and decoder are swapped under faster-whisper's pipeline for faster ones where the
