@@ -89,8 +89,8 @@ class Settings(BaseSettings):
     # faster-whisper's encoder on CPU: auto (the int8 ONNX export when it can be made, else CTranslate2's),
     # onnx (fail if it can't), ctranslate2.
     asr_cpu_encoder: str = "auto"
-    # faster-whisper's decoder on CPU: auto (the native AVX-512 VNNI decoder where the CPU has it and g++ is
-    # installed, else CTranslate2's), native (fail if it can't run), ctranslate2.
+    # faster-whisper's decoder on CPU: auto (the native decoder on x86-64 CPUs with AVX2 when g++ is installed,
+    # else CTranslate2's), native (fail if it can't run), ctranslate2.
     asr_cpu_decoder: str = "auto"
     asr_max_audio_seconds: float = 4 * 3600.0
     asr_lease_seconds: int = 3600

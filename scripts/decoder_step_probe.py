@@ -16,12 +16,11 @@ alternatives tried so far, so the next attempt starts from figures:
   once, not at every call), query|key|value in one product, self-attention keys and values in a preallocated
   cache, cross keys and values computed once per window and shared by its beams (the beams are the query length
   of one attention call). Same driver, same lower bound.
-- `native`: the step hand-written in C++ for AVX-512 VNNI that the engine now uses (app/asr/native_decoder,
-  built with the system g++ -march=native): int8 weights packed once, cross keys and values float16 and shared by
-  a window's beams. Same driver, same lower bound; `native_agreement` is the share of 60 steps on 2 windows at which its
-  argmax equals openai-whisper's float32 torch decoder's, both fed the float32 decoder's greedy tokens (checks the
-  step computes the right thing). Left out (null, with the
-  reason) without g++ or avx512_vnni.
+- `native`: the step hand-written in C++ that the engine now uses (app/asr/native_decoder, AVX-512 VNNI or AVX2
+  kernels, built with the system g++ -march=native): int8 weights packed once, cross keys and values float16 and
+  shared by a window's beams. Same driver, same lower bound; `native_agreement` is the share of 60 steps on 2
+  windows at which its argmax equals openai-whisper's float32 torch decoder's, both fed the float32 decoder's greedy
+  tokens (checks the step computes the right thing). Left out (null, with the reason) without g++ or AVX2.
 
     .venv/bin/python scripts/decoder_step_probe.py [--windows 1 4 8] [--audio EPISODE.mp3]
 

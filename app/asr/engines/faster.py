@@ -139,7 +139,7 @@ class FasterWhisperEngine:
         self.encoder = encoder
         # Short windows: the encoder sees the speech + 5 s, not 30 s (app.asr.encoder_input; swapped encoders only).
         self.trim_encoder_input = trim_encoder_input
-        # auto on CPU: the native AVX-512 VNNI decoder (app.asr.native_decoder) where the CPU and a g++ allow,
+        # auto on CPU: the native decoder (app.asr.native_decoder; AVX2 or AVX-512 VNNI) where the CPU and a g++ allow,
         # else CTranslate2's. decoder_used says which runs once loaded.
         self.decoder = decoder
         self.cache_dir = cache_dir

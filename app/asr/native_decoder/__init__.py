@@ -1,9 +1,10 @@
-"""Whisper's text decoder hand-written for AVX-512 VNNI CPUs (decoder.cpp), in place of CTranslate2's.
+"""Whisper's text decoder hand-written for x86-64 CPUs (decoder.cpp), in place of CTranslate2's: int8 kernels for
+AVX-512 VNNI (vpdpbusd) where the CPU has it, else for AVX2 (vpmaddwd; Zen 3, Haswell and later Intel).
 
-On the CPUs measured (docs/benchmarks.md) the decoder is over half of CPU transcription time, and CTranslate2's
-one-window beam-2 step is 2.0-2.5x slower than this one: oneDNN repacks the int8 weights at every call and each
-beam attends over its own float32 copy of the window's audio keys/values. Here weights are packed once and a
-window's keys/values are float16, computed once and shared by its beams.
+On the CPUs measured (docs/benchmarks.md) the decoder was over half of CPU transcription time, and CTranslate2's
+beam-2 step is 2.0-3.1x slower than this one (AVX-512 on a Zen 4, AVX2 on a Zen 3): oneDNN repacks the int8
+weights at every call and each beam attends over its own float32 copy of the window's audio keys/values. Here
+weights are packed once and a window's keys/values are float16, computed once and shared by its beams.
 
 - library: builds decoder.cpp with the system g++ for this CPU at first use (cached), or says why it can't;
 - model: openai-whisper decoder weights quantized to int8 and handed to the library;

@@ -1,16 +1,22 @@
-// Whisper's text decoder for AVX-512 VNNI CPUs: one decoding step for a batch of windows x beams, the cross-attention
-// keys/values of a window, and the per-step token choice (suppression, timestamp rules, log-softmax, top-k).
+// Whisper's text decoder for x86-64 CPUs with AVX2 (AVX-512 VNNI where there is one): one decoding step for a batch
+// of windows x beams, the cross-attention keys/values of a window, and the per-step token choice (suppression,
+// timestamp rules, log-softmax, top-k).
 // Driven by app/asr/native_decoder/generate.py; built at first use by app/asr/native_decoder/library.py with
 //   g++ -O3 -march=native -ffast-math -shared -fPIC decoder.cpp -lmvec
 // Why hand-written (docs/benchmarks.md): CTranslate2's CPU decoder repacks its int8 weights at every call through
 // oneDNN (48-72 % of a one-window step on Zen 3 / Zen 4) and gives every beam its own float32 copy of the window's
-// audio keys/values. Here int8 weights are packed once ([n/16][k/4][16][4]: one 64-byte load feeds one vpdpbusd
-// per row) and a window's keys/values are computed once, kept as float16 (keys transposed, so scores accumulate
-// over frames without horizontal sums) and shared by its beams. (int8 keys/values halve what a step reads and made
-// steps at 5-10 windows ~20 % faster, but the phone-call test clip lost its first words: not taken, see
-// docs/benchmarks.md.)
-// Activations are quantized per row to int8 and shifted to uint8 (vpdpbusd multiplies uint8 by int8):
-//   y[i][o] = sx[i] * sw[o] * (sum_k xu8[i][k] * w[o][k] - 128 * sum_k w[o][k]) + bias[o].
+// audio keys/values. Here int8 weights are packed once and a window's keys/values are computed once, kept as
+// float16 (keys transposed, so scores accumulate over frames without horizontal sums) and shared by its beams.
+// (int8 keys/values halve what a step reads and made steps at 5-10 windows ~20 % faster, but the phone-call test
+// clip lost its first words: not taken, see docs/benchmarks.md.)
+// Activations are quantized per row to int8; the int8 products have two kernels with the same integer result:
+// - AVX-512 VNNI (kAvx512): weights packed [n/16][k/4][16][4], one 64-byte load feeds one vpdpbusd per row.
+//   vpdpbusd multiplies uint8 by int8, so activations are shifted to uint8:
+//     y[i][o] = sx[i] * sw[o] * (sum_k xu8[i][k] * w[o][k] - 128 * sum_k w[o][k]) + bias[o].
+// - AVX2 (Zen 3, older Intel): weights packed [n/16][k/2][16][2], sign-extended to int16 as they are loaded and
+//   multiplied by int16 activation pairs with vpmaddwd. Exact, unlike vpmaddubsw, whose int16 pair sums saturate
+//   at full-range int8 (ONNX Runtime's AVX2 kernels do, app/asr/onnx_encoder.py), and as many multiplies per
+//   cycle: vpmaddubsw needs a second vpmaddwd to widen its sums.
 // -ffast-math assumes no infinities, so a forbidden token's logit is kNeg (finite), never -inf.
 #include <immintrin.h>
 
@@ -20,7 +26,27 @@
 #include <cstring>
 #include <vector>
 
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
+#define PODBRIEF_AVX512 1
+#elif !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
+#error "the native decoder needs AVX2, FMA and F16C (library.py checks before building)"
+#endif
+
 namespace {
+
+#ifdef PODBRIEF_AVX512
+constexpr const char* kKernels = "avx512-vnni";
+constexpr int kPairs = 4;  // k values per output in a packed group: [n/16][k/kPairs][16][kPairs]
+using Act = uint8_t;       // an activation as the kernel multiplies it: int8 shifted to uint8 for vpdpbusd
+inline Act to_act(float q) { return (uint8_t)((int)std::nearbyint(q) + 128); }
+constexpr int kRows = 8;  // rows a pass: their accumulators + the weight vector stay in registers
+#else
+constexpr const char* kKernels = "avx2";
+constexpr int kPairs = 2;
+using Act = int16_t;  // int8 values widened to int16 for vpmaddwd
+inline Act to_act(float q) { return (int16_t)std::nearbyint(q); }
+constexpr int kRows = 6;  // 6 rows x 2 accumulators + 2 weight vectors + the broadcast = AVX2's 16 registers
+#endif
 
 constexpr float kNeg = -1e30f;
 
@@ -49,16 +75,110 @@ struct Model {
 // taken once (a thread_local touched inside a loop goes through __tls_get_addr at every access: 2.5x slower).
 struct Scratch {
   std::vector<float> x, h, qkv, att, up, scores, row_scale, kv;
-  std::vector<uint8_t> xq;
+  std::vector<Act> xq;
 };
 thread_local Scratch scratch;
 
+#ifdef PODBRIEF_AVX512
+// Outputs ob..ob+15 of MB (<= 8) rows: y[i][o] = sx[i] * sw[o] * (sum_k xu8[i][k] * w[o][k] - comp[o]) + bias[o].
+// The accumulators are named variables, not an array: GCC 12 keeps an array of them on the stack, a 64-byte load
+// and store around every vpdpbusd.
+template <int MB>
+void linear_rows(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y) {
+  const int k = L.k, n = L.n;
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+  const int8_t* wb = L.w + (size_t)ob * k;
+  for (int j = 0; j < k; j += 4) {
+    const __m512i wv = _mm512_loadu_si512((const void*)(wb + (size_t)j * 16));
+#define PODBRIEF_ROW(I)                                                 \
+  if constexpr (MB > I) {                                               \
+    int32_t quad;                                                       \
+    std::memcpy(&quad, xq + (size_t)I * k + j, 4);                      \
+    a##I = _mm512_dpbusd_epi32(a##I, _mm512_set1_epi32(quad), wv);      \
+  }
+    PODBRIEF_ROW(0) PODBRIEF_ROW(1) PODBRIEF_ROW(2) PODBRIEF_ROW(3)
+    PODBRIEF_ROW(4) PODBRIEF_ROW(5) PODBRIEF_ROW(6) PODBRIEF_ROW(7)
+#undef PODBRIEF_ROW
+  }
+  const __m512i acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+  const int rem = std::min(16, n - ob);
+  const __mmask16 mask = (__mmask16)((1u << rem) - 1);
+  const __m512i comp = _mm512_maskz_loadu_epi32(mask, L.comp + ob);
+  const __m512 ws = _mm512_maskz_loadu_ps(mask, L.scale + ob);
+  const __m512 bias = L.bias ? _mm512_maskz_loadu_ps(mask, L.bias + ob) : _mm512_setzero_ps();
+  for (int i = 0; i < MB; ++i) {
+    const __m512 s = _mm512_mul_ps(ws, _mm512_set1_ps(row_scale[i]));
+    const __m512 r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i], comp)), s, bias);
+    _mm512_mask_storeu_ps(y + (size_t)i * n + ob, mask, r);
+  }
+}
+
+#else
+// Outputs ob..ob+15 of MB (<= 6) rows: y[i][o] = sx[i] * sw[o] * sum_k x16[i][k] * w[o][k] + bias[o] (no shift, so
+// no compensation term). The accumulators are named variables, not an array: GCC 12 keeps an array of more than
+// three on the stack (half the speed).
+template <int MB>
+void linear_rows(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y) {
+  const int k = L.k, n = L.n;
+  __m256i l0 = _mm256_setzero_si256(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0, l4 = l0,
+          h4 = l0, l5 = l0, h5 = l0;  // outputs ob..ob+7 (l) and ob+8..ob+15 (h) of each row
+  const int8_t* wb = L.w + (size_t)ob * k;
+  const int32_t* x32 = reinterpret_cast<const int32_t*>(xq);  // activation pairs (k even)
+  const int kh = k / 2;
+  for (int j = 0; j < kh; ++j) {
+    // 16 outputs x 2 k: bytes [o][2] -> int16 pairs; vpmaddwd sums each output's pair into one int32.
+    const __m256i wl = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wb + (size_t)j * 32)));
+    const __m256i wh = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wb + (size_t)j * 32 + 16)));
+#define PODBRIEF_ROW(I)                                                   \
+  if constexpr (MB > I) {                                                 \
+    const __m256i xv = _mm256_set1_epi32(x32[(size_t)I * kh + j]);        \
+    l##I = _mm256_add_epi32(l##I, _mm256_madd_epi16(xv, wl));             \
+    h##I = _mm256_add_epi32(h##I, _mm256_madd_epi16(xv, wh));             \
+  }
+    PODBRIEF_ROW(0) PODBRIEF_ROW(1) PODBRIEF_ROW(2) PODBRIEF_ROW(3) PODBRIEF_ROW(4) PODBRIEF_ROW(5)
+#undef PODBRIEF_ROW
+  }
+  const __m256i acc[6][2] = {{l0, h0}, {l1, h1}, {l2, h2}, {l3, h3}, {l4, h4}, {l5, h5}};
+  const int rem = std::min(16, n - ob);
+  alignas(32) float ws[16] = {}, bias[16] = {}, out[16];
+  std::memcpy(ws, L.scale + ob, rem * sizeof(float));
+  if (L.bias) std::memcpy(bias, L.bias + ob, rem * sizeof(float));
+  for (int i = 0; i < MB; ++i) {
+    const __m256 s = _mm256_set1_ps(row_scale[i]);
+    float* dst = y + (size_t)i * n + ob;
+    const __m256 r0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][0]), _mm256_mul_ps(_mm256_load_ps(ws), s),
+                                      _mm256_load_ps(bias));
+    const __m256 r1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][1]), _mm256_mul_ps(_mm256_load_ps(ws + 8), s),
+                                      _mm256_load_ps(bias + 8));
+    if (rem == 16) {
+      _mm256_storeu_ps(dst, r0), _mm256_storeu_ps(dst + 8, r1);
+    } else {
+      _mm256_store_ps(out, r0), _mm256_store_ps(out + 8, r1);
+      std::memcpy(dst, out, rem * sizeof(float));
+    }
+  }
+}
+
+#endif
+
+// linear_rows<mb> for a group of mb <= MB rows: the row count must be a template argument (registers).
+template <int MB>
+inline void linear_group(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y, int mb) {
+  if constexpr (MB > 0) {
+    if (mb == MB)
+      linear_rows<MB>(L, xq, row_scale, ob, y);
+    else
+      linear_group<MB - 1>(L, xq, row_scale, ob, y, mb);
+  }
+}
+
+// y[m][n] = in[m][k] x W^T + bias, activations quantized per row to int8 (scale amax / 127).
 void linear(const Linear& L, const float* in, int m, float* y) {
   const int k = L.k, n = L.n;
   Scratch& S = scratch;
   if (S.xq.size() < (size_t)m * k) S.xq.resize((size_t)m * k);
   if (S.row_scale.size() < (size_t)m) S.row_scale.resize(m);
-  uint8_t* xq = S.xq.data();
+  Act* xq = S.xq.data();
   float* row_scale = S.row_scale.data();
   for (int i = 0; i < m; ++i) {
     const float* r = in + (size_t)i * k;
@@ -66,38 +186,14 @@ void linear(const Linear& L, const float* in, int m, float* y) {
     for (int j = 0; j < k; ++j) amax = std::fmax(amax, std::fabs(r[j]));
     const float inv = 127.f / amax;
     row_scale[i] = amax / 127.f;
-    for (int j = 0; j < k; ++j) xq[(size_t)i * k + j] = (uint8_t)((int)std::nearbyint(r[j] * inv) + 128);
+    for (int j = 0; j < k; ++j) xq[(size_t)i * k + j] = to_act(r[j] * inv);
   }
-  constexpr int kRows = 8;  // accumulators per pass: 8 rows + the weight vector stay in registers
   // Output blocks outside, rows inside: a block's weights (16 x k int8, 6 KB for tiny) are read from memory once
   // and stay in L1 for every group of rows. (Rows outside streamed the whole matrix, 20 MB for the vocabulary
-  // projection, once per 8 rows.)
-  for (int ob = 0; ob < n; ob += 16) {
-    for (int i0 = 0; i0 < m; i0 += kRows) {
-      const int mb = std::min(kRows, m - i0);
-      __m512i acc[kRows];
-      for (int i = 0; i < mb; ++i) acc[i] = _mm512_setzero_si512();
-      const int8_t* wb = L.w + (size_t)ob * k;
-      for (int j = 0; j < k; j += 4) {
-        const __m512i wv = _mm512_loadu_si512((const void*)(wb + (size_t)j * 16));
-        for (int i = 0; i < mb; ++i) {
-          int32_t quad;
-          std::memcpy(&quad, xq + (size_t)(i0 + i) * k + j, 4);
-          acc[i] = _mm512_dpbusd_epi32(acc[i], _mm512_set1_epi32(quad), wv);
-        }
-      }
-      const int rem = std::min(16, n - ob);
-      const __mmask16 mask = (__mmask16)((1u << rem) - 1);
-      const __m512i comp = _mm512_maskz_loadu_epi32(mask, L.comp + ob);
-      const __m512 ws = _mm512_maskz_loadu_ps(mask, L.scale + ob);
-      const __m512 bias = L.bias ? _mm512_maskz_loadu_ps(mask, L.bias + ob) : _mm512_setzero_ps();
-      for (int i = 0; i < mb; ++i) {
-        const __m512 s = _mm512_mul_ps(ws, _mm512_set1_ps(row_scale[i0 + i]));
-        const __m512 r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i], comp)), s, bias);
-        _mm512_mask_storeu_ps(y + (size_t)(i0 + i) * n + ob, mask, r);
-      }
-    }
-  }
+  // projection, once per group of rows.)
+  for (int ob = 0; ob < n; ob += 16)
+    for (int i0 = 0; i0 < m; i0 += kRows)
+      linear_group<kRows>(L, xq + (size_t)i0 * k, row_scale + i0, ob, y + (size_t)i0 * n, std::min(kRows, m - i0));
 }
 
 void layer_norm(const float* in, int m, int d, const float* g, const float* b, float* out) {
@@ -120,6 +216,7 @@ void softmax(float* s, int n) {
   for (int i = 0; i < n; ++i) s[i] *= inv;
 }
 
+#ifdef PODBRIEF_AVX512
 // Attention scores of NB beams' queries (pre-scaled, 64 each) against one head's keys, 16 frames at a time:
 // K is [frames16 / 16][64][16] float16, scores [NB][frames16]. NB is a template argument so the accumulators
 // stay in registers (with a runtime count the compiler spilled them to the stack), and even/odd dimensions go to
@@ -159,6 +256,51 @@ void cross_values(const uint16_t* V, const float* p, int fp, int frames, float* 
   for (int b = 0; b < NB; ++b)
     for (int c = 0; c < 4; ++c) _mm512_storeu_ps(out[b] + 16 * c, o[b][c]);
 }
+#else
+template <int NB>
+void cross_scores(const uint16_t* K, const float (*qs)[64], int fp, float* scores) {
+  for (int f = 0; f < fp; f += 16) {
+    __m256 a0[NB], a1[NB];  // frames f..f+7, f+8..f+15
+    for (int b = 0; b < NB; ++b) a0[b] = _mm256_setzero_ps(), a1[b] = _mm256_setzero_ps();
+    const uint16_t* Kf = K + (size_t)f * 64;
+    for (int e = 0; e < 64; ++e) {
+      const __m256 k0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(Kf + (size_t)e * 16)));
+      const __m256 k1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(Kf + (size_t)e * 16 + 8)));
+      for (int b = 0; b < NB; ++b) {
+        const __m256 q = _mm256_set1_ps(qs[b][e]);
+        a0[b] = _mm256_fmadd_ps(q, k0, a0[b]);
+        a1[b] = _mm256_fmadd_ps(q, k1, a1[b]);
+      }
+    }
+    for (int b = 0; b < NB; ++b) {
+      _mm256_storeu_ps(scores + (size_t)b * fp + f, a0[b]);
+      _mm256_storeu_ps(scores + (size_t)b * fp + f + 8, a1[b]);
+    }
+  }
+}
+
+// 64 dimensions in passes of C x 8 (C = 2 or 4), so NB x C accumulators fit in 16 registers.
+template <int NB>
+void cross_values(const uint16_t* V, const float* p, int fp, int frames, float* const* out) {
+  constexpr int C = NB <= 2 ? 4 : 2;
+  for (int c0 = 0; c0 < 8; c0 += C) {
+    __m256 o[NB][C];
+    for (int b = 0; b < NB; ++b)
+      for (int c = 0; c < C; ++c) o[b][c] = _mm256_setzero_ps();
+    for (int f = 0; f < frames; ++f) {
+      __m256 v[C];
+      for (int c = 0; c < C; ++c)
+        v[c] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(V + (size_t)f * 64 + 8 * (c0 + c))));
+      for (int b = 0; b < NB; ++b) {
+        const __m256 w = _mm256_set1_ps(p[(size_t)b * fp + f]);
+        for (int c = 0; c < C; ++c) o[b][c] = _mm256_fmadd_ps(w, v[c], o[b][c]);
+      }
+    }
+    for (int b = 0; b < NB; ++b)
+      for (int c = 0; c < C; ++c) _mm256_storeu_ps(out[b] + 8 * (c0 + c), o[b][c]);
+  }
+}
+#endif
 
 void cross_scores_n(int nb, const uint16_t* K, const float (*qs)[64], int fp, float* scores) {
   switch (nb) {
@@ -186,6 +328,24 @@ size_t cross_slot_halves(const Model& M, int frames) {
   return (size_t)M.layers * 2 * M.width * ((frames + 15) / 16 * 16);
 }
 
+// Bit i set where v[i] > threshold, for the first n (<= 16) of v.
+inline unsigned beats(const float* v, int n, float threshold) {
+#ifdef PODBRIEF_AVX512
+  const __mmask16 valid = n == 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+  return _mm512_mask_cmp_ps_mask(valid, _mm512_maskz_loadu_ps(valid, v), _mm512_set1_ps(threshold), _CMP_GT_OQ);
+#else
+  if (n < 16) {
+    unsigned bits = 0;
+    for (int i = 0; i < n; ++i) bits |= (unsigned)(v[i] > threshold) << i;
+    return bits;
+  }
+  const __m256 t = _mm256_set1_ps(threshold);
+  const unsigned lo = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(v), t, _CMP_GT_OQ));
+  const unsigned hi = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(v + 8), t, _CMP_GT_OQ));
+  return lo | hi << 8;
+#endif
+}
+
 }  // namespace
 
 extern "C" {
@@ -201,7 +361,11 @@ void* create_model(int width, int heads, int vocab, int layers, int ctx, const f
 
 void free_model(void* model) { delete static_cast<Model*>(model); }
 
-// w: n x k int8, row-major, k a multiple of 4 -> out: (n rounded up to 16) x k packed; comp: n.
+// Which int8 kernels this build has: "avx512-vnni" or "avx2".
+const char* kernels() { return kKernels; }
+
+// w: n x k int8, row-major, k a multiple of 4 -> out: (n rounded up to 16) x k packed as the kernel reads it
+// ([n/16][k/kPairs][16][kPairs]); comp: 128 * the row sums (the AVX-512 kernel's uint8 shift).
 void pack(const int8_t* w, int n, int k, int8_t* out, int32_t* comp) {
   for (int o = 0; o < n; ++o) {
     int32_t s = 0;
@@ -210,9 +374,9 @@ void pack(const int8_t* w, int n, int k, int8_t* out, int32_t* comp) {
   }
   size_t p = 0;
   for (int ob = 0; ob < n; ob += 16)
-    for (int j = 0; j < k; j += 4)
+    for (int j = 0; j < k; j += kPairs)
       for (int r = 0; r < 16; ++r)
-        for (int t = 0; t < 4; ++t) out[p++] = (ob + r < n) ? w[(size_t)(ob + r) * k + j + t] : 0;
+        for (int t = 0; t < kPairs; ++t) out[p++] = (ob + r < n) ? w[(size_t)(ob + r) * k + j + t] : 0;
 }
 
 // which: 0 self query|key|value, 1 self out, 2 cross query, 3 cross out, 4 MLP up, 5 MLP down,
@@ -403,9 +567,7 @@ void choose(float* logits, int rows, int vocab, const int32_t* suppress, int n_s
     for (int j = 0; j < k; ++j) ids[j] = -1, lp[j] = kNeg;
     // Top k: 16 logits at a time against the current k-th best; the few that beat it are inserted one by one.
     for (int i0 = 0; i0 < vocab; i0 += 16) {
-      const __mmask16 valid = i0 + 16 <= vocab ? (__mmask16)0xFFFF : (__mmask16)((1u << (vocab - i0)) - 1);
-      const __m512 v = _mm512_maskz_loadu_ps(valid, z + i0);
-      __mmask16 better = _mm512_mask_cmp_ps_mask(valid, v, _mm512_set1_ps(lp[k - 1]), _CMP_GT_OQ);
+      unsigned better = beats(z + i0, std::min(16, vocab - i0), lp[k - 1]);
       while (better) {
         const int i = i0 + __builtin_ctz(better);
         better &= better - 1;

@@ -16,13 +16,15 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from app.asr.cpu_encoder import cpu_flags
 
 SOURCE = Path(__file__).with_name("decoder.cpp")
-# vpdpbusd (AVX-512 VNNI) for the int8 products, F16C/AVX-512F for the float16 audio keys and values.
-REQUIRED_FLAGS = ("avx512f", "avx512bw", "avx512_vnni", "f16c")
+# AVX2 + FMA for the int8 products and the attention, F16C for the float16 audio keys and values; where the CPU
+# also has AVX-512 VNNI, -march=native builds the vpdpbusd kernels instead (decoder.cpp; `kernels()` says which).
+REQUIRED_FLAGS = ("avx2", "fma", "f16c")
 COMPILE = ["-O3", "-march=native", "-ffast-math", "-shared", "-fPIC"]
 LINK = ["-lmvec"]  # glibc's vector maths: expf/erff vectorised under -ffast-math
 # A library no process has loaded for this long is removed (older sources pile up with every upgrade). Not at
@@ -48,25 +50,30 @@ def missing(flags: set[str] | None = None, compiler: str | None = "g++") -> str 
     return None
 
 
-def _key(compiler: str, flags: set[str]) -> str:
+def _key(compiler: str, flags: set[str], extra: Sequence[str]) -> str:
     h = hashlib.sha256(SOURCE.read_bytes())
-    h.update(" ".join([compiler, *COMPILE, *LINK]).encode())
+    h.update(" ".join([compiler, *COMPILE, *extra, *LINK]).encode())
+    for path in extra:  # a header named with -include: its text, not only its name
+        if Path(path).is_file():
+            h.update(Path(path).read_bytes())
     h.update(" ".join(sorted(flags)).encode())
     return h.hexdigest()[:16]
 
 
-def load(cache_dir: Path, compiler: str = "g++") -> ctypes.CDLL:
-    """The library for this CPU, built into cache_dir/native-decoder/ if not there yet. Raises Unavailable."""
+def load(cache_dir: Path, compiler: str = "g++", extra: Sequence[str] = ()) -> ctypes.CDLL:
+    """The library for this CPU, built into cache_dir/native-decoder/ if not there yet. Raises Unavailable.
+    `extra`: more compiler options, for the tests that build the other kernel family (-mno-avx512f on an AVX-512
+    CPU gives the AVX2 kernels)."""
     flags = cpu_flags()
     reason = missing(flags, compiler)
     if reason is not None:
         raise Unavailable(reason)
-    target = cache_dir / "native-decoder" / f"decoder-{_key(compiler, flags)}.so"
+    target = cache_dir / "native-decoder" / f"decoder-{_key(compiler, flags, extra)}.so"
     with _lock:
         if target in _loaded:
             return _loaded[target]
         if not target.is_file():
-            _build(compiler, target)
+            _build(compiler, target, extra)
         with contextlib.suppress(OSError):  # a read-only models folder is fine: nothing is pruned there either
             os.utime(target)  # "in use": what prune() goes by
         prune(target.parent, keep=target)
@@ -76,14 +83,14 @@ def load(cache_dir: Path, compiler: str = "g++") -> ctypes.CDLL:
         return lib
 
 
-def _build(compiler: str, target: Path) -> None:
+def _build(compiler: str, target: Path, extra: Sequence[str]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Built beside the target and renamed: another process loading it never sees half a file.
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
         proc = subprocess.run(
-            [compiler, *COMPILE, "-o", tmp, str(SOURCE), *LINK], capture_output=True, text=True, timeout=300
+            [compiler, *COMPILE, *extra, "-o", tmp, str(SOURCE), *LINK], capture_output=True, text=True, timeout=300
         )
         if proc.returncode != 0:
             raise Unavailable(f"{compiler} failed: {proc.stderr.strip()[-2000:]}")
@@ -109,6 +116,8 @@ def prune(folder: Path, keep: Path, now: float | None = None) -> list[Path]:
 def _declare(lib: ctypes.CDLL) -> None:
     """Argument and result types: without them ctypes passes pointers as C ints (truncated on 64-bit)."""
     p, i, z = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
+    lib.kernels.argtypes = []
+    lib.kernels.restype = ctypes.c_char_p
     lib.create_model.argtypes = [i, i, i, i, i, p, p, p, p]
     lib.create_model.restype = p
     lib.free_model.argtypes = [p]

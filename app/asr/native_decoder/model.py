@@ -7,6 +7,7 @@ row (symmetric int8, like CTranslate2's int8); layer norms, embeddings and biase
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +32,12 @@ def quantize_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class NativeModel:
     """The decoder of `checkpoint` in the library; the arrays it points into live as long as this object."""
 
-    def __init__(self, checkpoint: Path, cache_dir: Path) -> None:
+    def __init__(self, checkpoint: Path, cache_dir: Path, extra: Sequence[str] = ()) -> None:
+        """`extra`: compiler options for the library (library.load)."""
         import whisper
 
-        self.lib = library.load(cache_dir)
+        self.lib = library.load(cache_dir, extra=extra)
+        self.kernels = str(self.lib.kernels().decode())  # "avx512-vnni" or "avx2"
         dec = whisper.load_model(str(checkpoint), device="cpu").float().eval().decoder
         emb = _f32(dec.token_embedding.weight)
         self.vocab, self.width = emb.shape
