@@ -252,23 +252,24 @@ def test_the_avx512_and_avx2_kernels_compute_the_same_steps(
     mels = [whisper.log_mel_spectrogram(torch.from_numpy(whisper.pad_or_trim(load_audio(c)))) for c in clips]
     with torch.no_grad():
         feats = model.encoder(torch.stack(mels)).numpy()
-    beams, windows = 3, len(clips)
-    rows = beams * windows
     # <|sot|><|0.00|> then text: every row is fed the same tokens, each beam of a window its own cache slot.
     prefix = [50257, 50363, 843, 523, 616, 5891, 3399, 1265, 407]
-    row_slot, window_slot = np.arange(rows, dtype=np.int32), np.arange(windows, dtype=np.int32)
-    logits = []
-    for m in (ours, other):
-        cache, cross = m.caches(feats, rows)
-        tokens = [np.full(rows, t, np.int32) for t in prefix]
-        logits.append([m.step(t, windows, row_slot, window_slot, feats.shape[1], pos, cache, cross)
-                       for pos, t in enumerate(tokens)])  # fmt: skip
-    a, b = np.stack(logits[0]), np.stack(logits[1])
-    assert np.abs(a).max() > 1  # real logits, not an untouched buffer
-    # 6e-6 measured (Zen 3, AVX2 against the emulated AVX-512 kernels); the bound leaves room for an activation
-    # rounded to the neighbouring int8 value where float sums in another order land on a .5.
-    np.testing.assert_allclose(a, b, atol=0.01)
-    assert (a.argmax(-1) == b.argmax(-1)).all()
+    # Row counts that take each kind of row group: 6 (AVX2's full group; 6 of AVX-512's 8), 7 (6 + 1; 7 of 8),
+    # 1 (one row). The windows' beams are consecutive rows.
+    for windows, beams in ((2, 3), (1, 7), (1, 1)):
+        rows = windows * beams
+        row_slot, window_slot = np.arange(rows, dtype=np.int32), np.arange(windows, dtype=np.int32)
+        logits = []
+        for m in (ours, other):
+            cache, cross = m.caches(feats[:windows], rows)
+            logits.append([m.step(np.full(rows, t, np.int32), windows, row_slot, window_slot, feats.shape[1], pos,
+                                  cache, cross) for pos, t in enumerate(prefix)])  # fmt: skip
+        a, b = np.stack(logits[0]), np.stack(logits[1])
+        assert np.abs(a).max() > 1  # real logits, not an untouched buffer
+        # 6e-6 measured (Zen 3, AVX2 against the emulated AVX-512 kernels); the bound leaves room for an activation
+        # rounded to the neighbouring int8 value where float sums in another order land on a .5.
+        np.testing.assert_allclose(a, b, atol=0.01, err_msg=f"{windows} windows x {beams} beams")
+        assert (a.argmax(-1) == b.argmax(-1)).all()
 
 
 @needs_native
