@@ -1,4 +1,5 @@
-"""Word error rate and time of the CPU engine per decoder and beam size, on the dev episodes and the real clips.
+"""Word error rate and time of the CPU engine per decoder, beam size and encoder, on the dev episodes and the real
+clips.
 
 Not part of the service. `podbrief bench transcribe` answers "how fast against the baseline"; this answers the
 question behind the engine's beam default: what each beam size buys in words on long, realistic audio (the 8
@@ -6,6 +7,7 @@ dev episodes, reference = their segment texts in ../shared/eval/dev.json) next t
 and what it costs, with either decoder. One line of JSON per configuration:
 
     .venv/bin/python scripts/asr_beam_sweep.py native:2 native:3 ctranslate2:2 ctranslate2:3
+    .venv/bin/python scripts/asr_beam_sweep.py native:3:onnx native:3:native   # the encoder too (default auto)
 """
 
 from __future__ import annotations
@@ -36,7 +38,11 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("configs", nargs="+", help="DECODER:BEAM, e.g. native:3 (decoder: auto, native, ctranslate2)")
+    p.add_argument(
+        "configs",
+        nargs="+",
+        help="DECODER:BEAM[:ENCODER], e.g. native:3 or native:3:onnx (encoder: app.asr.cpu_encoder)",
+    )
     p.add_argument("--shared", type=Path, default=SHARED)
     args = p.parse_args()
 
@@ -49,8 +55,14 @@ def main() -> int:
         [*librivox, speech / "jfk_whispercpp" / "jfk.mp3", speech / "pyannote_2speaker_call" / "sample.wav"]
     )
     for config in args.configs:
-        decoder, beam = config.split(":")
-        engine = FasterWhisperEngine("tiny.en", decoder=decoder, beam_size=int(beam), cache_dir=_default_cache_dir())
+        decoder, beam, *rest = config.split(":")
+        engine = FasterWhisperEngine(
+            "tiny.en",
+            decoder=decoder,
+            beam_size=int(beam),
+            encoder=rest[0] if rest else "auto",
+            cache_dir=_default_cache_dir(),
+        )
         engine.warm_up()
 
         start = time.perf_counter()
@@ -62,6 +74,7 @@ def main() -> int:
         pairs = [(c.reference or "", t) for c, t in zip(clips, clip_texts, strict=True)]
         row = {
             "decoder": engine.decoder_used,
+            "encoder": engine.encoder_used,
             "beam_size": int(beam),
             "dev_episodes_wer": round(corpus_wer(list(zip(references, dev_texts, strict=True))), 4),
             "dev_episodes_seconds": round(dev_seconds, 1),

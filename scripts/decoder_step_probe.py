@@ -16,7 +16,7 @@ alternatives tried so far, so the next attempt starts from figures:
   once, not at every call), query|key|value in one product, self-attention keys and values in a preallocated
   cache, cross keys and values computed once per window and shared by its beams (the beams are the query length
   of one attention call). Same driver, same lower bound.
-- `native`: the step hand-written in C++ that the engine now uses (app/asr/native_decoder, AVX-512 VNNI or AVX2
+- `native`: the step hand-written in C++ that the engine now uses (app/asr/native, AVX-512 VNNI or AVX2
   kernels, built with the system g++ -march=native): int8 weights packed once, cross keys and values float16 and
   shared by a window's beams. Same driver, same lower bound; `native_agreement` is the share of 60 steps on 2
   windows at which its argmax equals openai-whisper's float32 torch decoder's, both fed the float32 decoder's greedy
@@ -170,7 +170,7 @@ def torch_step(checkpoint: Path) -> Any:
     import torch.nn.functional as F
     import whisper
 
-    from app.asr.native_decoder.model import fused_qkv
+    from app.asr.native.model import fused_qkv
 
     torch.set_num_threads(1)
     dec = whisper.load_model(str(checkpoint), device="cpu").float().eval().decoder.requires_grad_(False)
@@ -239,7 +239,7 @@ def torch_ms_per_step(runtime: Any, features: np.ndarray, steps: int = 100) -> f
 
 
 def native_greedy(native: Any, features: np.ndarray, steps: int, beams: int = 1) -> tuple[np.ndarray, float]:
-    """(argmax tokens [rows, steps], ms per step) of app.asr.native_decoder's step from <|startoftranscript|>,
+    """(argmax tokens [rows, steps], ms per step) of app.asr.native's step from <|startoftranscript|>,
     `beams` rows a window (numpy argmax: no beam search, no timestamp rules)."""
     w, f, _ = features.shape
     rows = w * beams
@@ -316,7 +316,7 @@ def main() -> None:
         runtime = torch_step(checkpoint)
         native: Any = None
         try:
-            from app.asr.native_decoder.model import NativeModel
+            from app.asr.native.model import NativeModel
 
             native = NativeModel(checkpoint, models)
         except Exception as exc:  # the other runtimes' figures stand without it

@@ -1,6 +1,6 @@
-// The AVX-512 VNNI intrinsics app/asr/native_decoder/decoder.cpp uses, in plain C++, so that its AVX-512 kernels
-// can be built and checked on a CPU without AVX-512 (tests/test_asr_native_decoder.py; g++ -include this file).
-// Slow and exact: each lane as the instruction set reference defines it. Only the operations decoder.cpp calls.
+// The AVX-512 VNNI intrinsics app/asr/native/*.cpp use, in plain C++, so that their AVX-512 kernels can be built
+// and checked on a CPU without AVX-512 (tests/test_asr_native.py; g++ -include this file).
+// Slow and exact: each lane as the instruction set reference defines it. Only the operations the library calls.
 #pragma once
 #include <immintrin.h>  // first, so that its own definitions of these names are in place before the macros below
 
@@ -62,6 +62,20 @@ inline void mask_storeu_ps(void* p, mask16 k, m512 a) {
     if (k >> i & 1) std::memcpy(static_cast<char*>(p) + 4 * i, &a.v[i], 4);
 }
 inline void storeu_ps(void* p, m512 a) { std::memcpy(p, a.v, sizeof a.v); }
+inline m512 loadu_ps(const void* p) {
+  m512 r;
+  std::memcpy(r.v, p, sizeof r.v);
+  return r;
+}
+inline m512 max_ps(m512 a, m512 b) {
+  for (int i = 0; i < 16; ++i) a.v[i] = a.v[i] > b.v[i] ? a.v[i] : b.v[i];
+  return a;
+}
+inline float reduce_max_ps(m512 a) {
+  float m = a.v[0];
+  for (float v : a.v) m = v > m ? v : m;
+  return m;
+}
 inline m512 add_ps(m512 a, m512 b) {
   for (int i = 0; i < 16; ++i) a.v[i] += b.v[i];
   return a;
@@ -90,7 +104,7 @@ inline m512 cvtph_ps(__m256i h) {
   for (int i = 0; i < 16; ++i) r.v[i] = _cvtsh_ss(t[i]);
   return r;
 }
-// Only the predicate decoder.cpp uses: greater than, ordered.
+// Only the predicate the library uses: greater than, ordered.
 inline mask16 mask_cmp_ps_mask(mask16 k, m512 a, m512 b, int predicate) {
   if (predicate != _CMP_GT_OQ) __builtin_trap();
   unsigned r = 0;
@@ -113,6 +127,9 @@ inline mask16 mask_cmp_ps_mask(mask16 k, m512 a, m512 b, int predicate) {
 #define _mm512_maskz_loadu_ps emu512::maskz_loadu_ps
 #define _mm512_mask_storeu_ps emu512::mask_storeu_ps
 #define _mm512_storeu_ps emu512::storeu_ps
+#define _mm512_loadu_ps emu512::loadu_ps
+#define _mm512_max_ps emu512::max_ps
+#define _mm512_reduce_max_ps emu512::reduce_max_ps
 #define _mm512_add_ps emu512::add_ps
 #define _mm512_mul_ps emu512::mul_ps
 #define _mm512_fmadd_ps emu512::fmadd_ps
@@ -120,5 +137,5 @@ inline mask16 mask_cmp_ps_mask(mask16 k, m512 a, m512 b, int predicate) {
 #define _mm512_cvtepi32_ps emu512::cvtepi32_ps
 #define _mm512_cvtph_ps emu512::cvtph_ps
 #define _mm512_mask_cmp_ps_mask emu512::mask_cmp_ps_mask
-// decoder.cpp: take the AVX-512 kernels although the compiler targets a CPU without AVX-512.
+// kernels.h: take the AVX-512 kernels although the compiler targets a CPU without AVX-512.
 #define PODBRIEF_AVX512 1

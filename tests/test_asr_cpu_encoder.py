@@ -28,22 +28,45 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
     assert cpu_encoder.cpu_flags(tmp_path / "missing") == set()
 
 
-def test_auto_takes_bf16_only_where_amx_does_the_matrix_products() -> None:
-    assert cpu_encoder.auto_choice({"avx512f", "avx512_vnni", "amx_bf16", "amx_tile"}) == "torch-bf16"
-    # AVX512-BF16 without AMX (e.g. Zen 4/5) and AVX2-only CPUs: VNNI/AVX2 int8 is faster there.
-    assert cpu_encoder.auto_choice({"avx512f", "avx512_vnni", "avx512_bf16"}) == "onnx"
+def test_auto_takes_bf16_where_amx_does_the_matrix_products_else_int8() -> None:
+    assert cpu_encoder.auto_choice({"avx512f", "avx512bw", "avx512_vnni", "amx_bf16", "amx_tile"}) == "torch-bf16"
+    # AVX-512 VNNI without AMX (e.g. Zen 4/5): the native int8 encoder (vpdpbusd).
+    assert cpu_encoder.auto_choice({"avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"}) == "native"
+    # AVX2-only CPUs and the rest: ONNX Runtime's int8 (the native AVX2 kernels are slower there).
     assert cpu_encoder.auto_choice({"avx2", "fma"}) == "onnx"
     assert cpu_encoder.auto_choice(set()) == "onnx"
 
 
-@pytest.mark.parametrize(("flags", "expected"), [({"amx_bf16"}, "torch-bf16"), ({"avx2"}, "onnx-int8")])
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [({"amx_bf16"}, "torch-bf16"), ({"avx512bw", "avx512_vnni"}, "native-int8"), ({"avx2"}, "onnx-int8")],
+)
 def test_the_engine_loads_what_auto_chooses(
     whisper_cache: Path, monkeypatch: pytest.MonkeyPatch, flags: set[str], expected: str
 ) -> None:
+    from app.asr.native import library
+
+    if expected == "native-int8" and library.missing() is not None:
+        pytest.skip(f"native library can't run here: {library.missing()}")
     monkeypatch.setattr(cpu_encoder, "cpu_flags", lambda: flags)
     engine = FasterWhisperEngine("tiny.en", encoder="auto", cache_dir=whisper_cache)
     engine._load()
     assert engine.encoder_used == expected
+
+
+def test_auto_takes_onnx_where_the_native_library_cannot_be_built(
+    whisper_cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from app.asr.native import library
+
+    monkeypatch.setattr(cpu_encoder, "cpu_flags", lambda: {"avx512bw", "avx512_vnni"})
+    monkeypatch.setattr(library, "missing", lambda *a, **k: "no C++ compiler (g++) on PATH")
+    _, name = cpu_encoder.load(
+        "auto", Path(openai_checkpoint("tiny.en", whisper_cache)), whisper_cache, threads=2
+    )
+    assert name == "onnx-int8" and "native Whisper encoder unavailable (no C++ compiler" in caplog.text
+    with pytest.raises(library.Unavailable, match="no C\\+\\+ compiler"):  # asked for by name: an error
+        cpu_encoder.load("native", Path(openai_checkpoint("tiny.en", whisper_cache)), whisper_cache, threads=2)
 
 
 def test_an_explicit_encoder_that_cannot_load_is_an_error_not_a_silent_fallback() -> None:

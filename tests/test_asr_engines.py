@@ -223,7 +223,7 @@ def test_faster_whisper_decodes_dropped_tails_again(monkeypatch: pytest.MonkeyPa
                         seek=0,
                         start=s,
                         end=end,
-                        text=" word" * int(2.5 * (end - s)),
+                        text="".join(f" w{s:.0f}_{i}" for i in range(int(2.5 * (end - s)))),  # new words each
                         tokens=[],
                         avg_logprob=-0.2,
                         compression_ratio=1.0,
@@ -267,6 +267,27 @@ def test_second_pass_replaces_a_sparse_segment_only_when_the_redo_says_more() ->
 
     out = second_pass(windows, first, lambda spans: [_Seg(5.0, 29.0, "hm")])  # the redo is no better
     assert out == first
+
+
+def test_second_pass_drops_a_redone_tail_that_repeats_the_window_end_and_keeps_new_speech() -> None:
+    """A window's last segment whose timestamps end early makes its speech look undecoded; the redo says it again."""
+    from app.asr.chunking import second_pass
+
+    windows = [(0.0, 20.0), (20.5, 30.0)]
+    first = [
+        _Seg(0.0, 6.0, "And I'm Sheila and Texas, originally from Chicago."),
+        _Seg(6.0, 12.0, "Oh, I'm originally from Chicago also. I'm in New Jersey now, though."),
+        _Seg(20.5, 30.0, "Well, there isn't that much difference."),
+    ]
+    repeat = [_Seg(12.0, 15.0, "originally from Chicago also."), _Seg(15.0, 19.0, "I'm in New Jersey now though!")]
+    out = second_pass(windows, first, lambda spans: repeat)
+    assert out == first  # both pieces of the redo only repeat the window's end (case and punctuation aside)
+
+    new = [_Seg(12.0, 15.0, "So what brought you to New Jersey?")]
+    assert [s.text for s in second_pass(windows, first, lambda spans: new)][2] == new[0].text
+    # Fewer than 3 words are kept even when they repeat: people do say "Now, though." twice.
+    short = [_Seg(12.0, 13.0, "now, though.")]
+    assert [s.text for s in second_pass(windows, first, lambda spans: short)][2] == "now, though."
 
 
 def test_second_pass_leaves_good_windows_alone() -> None:

@@ -46,6 +46,7 @@ BENCH_ENGINES = {
     "faster-whisper-silero": "faster-whisper",
     "faster-whisper-ct2-encoder": "faster-whisper",
     "faster-whisper-onnx-encoder": "faster-whisper",
+    "faster-whisper-native-encoder": "faster-whisper",
     "faster-whisper-bf16-encoder": "faster-whisper",
     "faster-whisper-30s-encoder": "faster-whisper",
     "faster-whisper-ct2-decoder": "faster-whisper",
@@ -61,10 +62,11 @@ _VARIANTS: dict[str, dict[str, object]] = {
     # Each CPU encoder by name, whatever `auto` picks on this CPU (app.asr.cpu_encoder).
     "faster-whisper-ct2-encoder": {"encoder": "ctranslate2"},
     "faster-whisper-onnx-encoder": {"encoder": "onnx"},
+    "faster-whisper-native-encoder": {"encoder": "native"},
     "faster-whisper-bf16-encoder": {"encoder": "torch-bf16"},
     # Every window's encoder input padded to 30 s, as Whisper was trained (app.asr.encoder_input).
     "faster-whisper-30s-encoder": {"trim_encoder_input": False},
-    # Each CPU decoder by name, whatever `auto` picks on this CPU (app.asr.native_decoder).
+    # Each CPU decoder by name, whatever `auto` picks on this CPU (app.asr.native).
     "faster-whisper-ct2-decoder": {"decoder": "ctranslate2"},
     "faster-whisper-native-decoder": {"decoder": "native"},
 }

@@ -158,6 +158,9 @@ SPARSE_WORDS_PER_SECOND = 1.0  # ... with fewer words than this per second skipp
 # twice, Whisper can skip the same answer twice ("I'm always wondered." again, seen with a bf16 encoder); a
 # piece of a dozen seconds leaves it no room to jump over a whole answer.
 REDO_SECONDS = 12.0
+# A redone tail that repeats a run of the last SEAM_WORDS words before it is dropped (said_before).
+SEAM_WORDS = 60
+SEAM_MIN_WORDS = 3
 
 
 class Timed(Protocol):
@@ -272,5 +275,28 @@ def second_pass(
             claimed.update(redone)  # the weaker second try is dropped, not added twice
             redone = []
         out.extend(again[j] for j in redone)
-    out.extend(r for j, r in enumerate(again) if j not in claimed)
+    said = sorted(out, key=lambda seg: seg.start)
+    out.extend(r for j, r in enumerate(again) if j not in claimed and not said_before(r, said))
     return sorted(out, key=lambda seg: seg.start)
+
+
+def _plain(text: str) -> list[str]:
+    """Words without case or punctuation: how two decodes of the same speech are compared."""
+    return [w for w in ("".join(c for c in word.lower() if c.isalnum() or c == "'") for word in text.split()) if w]
+
+
+def said_before(segment: Timed, earlier: Sequence[Timed]) -> bool:
+    """Whether `segment` (from a redone tail) only repeats what the segments just before it already said.
+
+    A window's last segment can end its timestamps seconds before its speech does (seen on a phone call with
+    int8 encoders), so dropped_tails() sends speech that was decoded back for a second decode, which says it again
+    ("I'm in New Jersey now, though. Chicago also. I'm in New Jersey now, though."). Such a redo is a run of the
+    last SEAM_WORDS words said before its start; a segment of fewer than SEAM_MIN_WORDS words ("Yeah.") is kept,
+    since people do repeat those.
+    """
+    words = _plain(segment.text)
+    if len(words) < SEAM_MIN_WORDS:
+        return False
+    before = [w for seg in earlier if seg.start < segment.start for w in _plain(seg.text)][-SEAM_WORDS:]
+    n = len(words)
+    return any(before[i : i + n] == words for i in range(len(before) - n + 1))

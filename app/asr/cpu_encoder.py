@@ -1,24 +1,33 @@
-"""Which Whisper encoder feeds CTranslate2's decoder on a CPU, and the swap that puts it there.
+"""Which Whisper encoder feeds the decoder on a CPU, and the swap that puts it there.
 
-The encoder is most of CPU transcription time, and the fastest one depends on the CPU's matrix units, so `auto`
-picks by what the CPU has (both take fewer than 3,000 frames: a short window is cut after its speech plus a
-margin, app.asr.encoder_input):
+The encoder is most of CPU transcription time once the decoder is native (app.asr.native), and the fastest one
+depends on the CPU's matrix units, so `auto` picks by what the CPU has (all take fewer than 3,000 frames: a short
+window is cut after its speech plus a margin, app.asr.encoder_input):
 
 - **AMX (bf16 tiles: Intel Sapphire Rapids and later)**: openai-whisper's own encoder in torch under bfloat16
-  autocast. oneDNN runs its matrix products on AMX: 0.06-0.08 s per 30 s window on 2 cores, against 0.13 s
-  for ONNX Runtime's int8 (VNNI) and 0.18 s for torch float32; the 8 dev episodes transcribe 1.5-1.7x faster
-  end to end (docs/benchmarks.md). Output 0.9999 cosine-similar to float32. (The ONNX figure predates its fused
-  attention, 0.72x the time on a Zen 4; not measured again on an AMX CPU.)
-- **anything else** (AVX-512 VNNI, AVX2, ARM): the int8 ONNX Runtime export (app.asr.onnx_encoder). Without AMX,
-  bf16 has no kernel that beats VNNI int8 (AVX512-BF16 doubles float32's rate, VNNI int8 quadruples it): on a
-  Zen 4 with AVX512-BF16 the bf16 encoder made the bench 0.94-0.95x as fast as the ONNX one.
+  autocast. oneDNN runs its matrix products on AMX: on an Emerald Rapids, 2 cores, 0.06-0.13 s per 30 s window
+  against 0.09-0.13 s for either int8 encoder below, and the bench 1.02x faster than with ONNX Runtime's int8,
+  1.13x than with the native one (docs/benchmarks.md, 2026-12-06). Output 0.9999 cosine-similar to float32.
+- **AVX-512 VNNI without AMX (AMD Zen 4/5; Intel Xeons whose AMX the VM hides)**: the native int8 encoder
+  (app.asr.native.encoder): every product int8 on vpdpbusd, attention's two included. On a Zen 4 it took 0.65x
+  ONNX Runtime's time at 1 thread, 0.85x at 2 (2026-12-04, the first version); on the Emerald Rapids above,
+  whose ONNX Runtime may use AMX for its int8 products, 1.0-1.1x. Closer to float32 than ONNX's int8 (0.997-0.999
+  cosine vs 0.994-0.999) and the lowest WER of the three there (dev episodes 12.14 % vs 12.86 % and 12.46 %).
+- **anything else** (AVX2, ARM): the int8 ONNX Runtime export (app.asr.onnx_encoder). The native library's AVX2
+  kernels (exact int16 products) run the encoder at a third of their AVX-512 speed (measured on the Emerald
+  Rapids: 2-3x ONNX Runtime's time there); not measured on an AVX2-only CPU, so ONNX stays the choice.
+  Without AMX, bf16 has no kernel that beats VNNI int8 (on a Zen 4 with AVX512-BF16 the bf16 encoder made the
+  bench 0.94-0.95x as fast as the ONNX one).
+
+`auto` falls back to ONNX where the native library can't be built (no g++), with a warning.
 
 CTranslate2's `Whisper.generate` accepts encoder output in place of log-mel features, so only the encoder
-changes hands: decoding, timestamps, beam search and the batched pipeline stay CTranslate2's.
+changes hands: decoding, timestamps, beam search and the batched pipeline stay as they were.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,8 +36,10 @@ import numpy as np
 
 from app.asr import encoder_input
 
+log = logging.getLogger(__name__)
+
 Encoder = Callable[[np.ndarray], np.ndarray]
-CHOICES = ("auto", "onnx", "torch-bf16", "ctranslate2")
+CHOICES = ("auto", "onnx", "native", "torch-bf16", "ctranslate2")
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
@@ -45,7 +56,11 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
 
 def auto_choice(flags: set[str]) -> str:
     """The encoder `auto` means on a CPU with these flags."""
-    return "torch-bf16" if "amx_bf16" in flags else "onnx"
+    if "amx_bf16" in flags:
+        return "torch-bf16"
+    if {"avx512_vnni", "avx512bw"} <= flags:
+        return "native"
+    return "onnx"
 
 
 class TorchBf16Encoder:
@@ -84,14 +99,31 @@ class TorchBf16Encoder:
 
 def load(choice: str, checkpoint: Path, cache_dir: Path, *, threads: int) -> tuple[Encoder, str]:
     """(encoder, its name as engines report it) for `choice` in CHOICES other than ctranslate2."""
-    if choice == "auto":
-        choice = auto_choice(cpu_flags())
+    if choice != "auto":
+        return _load(choice, checkpoint, cache_dir, threads=threads)
+    choice = auto_choice(cpu_flags())
+    if choice == "native":
+        from app.asr.native.library import Unavailable
+
+        try:
+            return _load(choice, checkpoint, cache_dir, threads=threads)
+        except Unavailable as exc:
+            log.warning("native Whisper encoder unavailable (%s); using the ONNX one", exc)
+            choice = "onnx"
+    return _load(choice, checkpoint, cache_dir, threads=threads)
+
+
+def _load(choice: str, checkpoint: Path, cache_dir: Path, *, threads: int) -> tuple[Encoder, str]:
     if choice == "torch-bf16":
         return TorchBf16Encoder(checkpoint), "torch-bf16"
     if choice == "onnx":
         from app.asr import onnx_encoder
 
         return onnx_encoder.OnnxEncoder(onnx_encoder.export(checkpoint, cache_dir), threads=threads), "onnx-int8"
+    if choice == "native":
+        from app.asr.native.encoder import NativeEncoder
+
+        return NativeEncoder(checkpoint, cache_dir, threads=threads), "native-int8"
     raise ValueError(f"unknown CPU encoder {choice!r} (choose from {', '.join(CHOICES)})")
 
 

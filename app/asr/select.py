@@ -32,8 +32,8 @@ class EngineSpec:
     compute_type: str
     batch_size: int
     cache_dir: str
-    encoder: str = "auto"  # faster-whisper on CPU: auto | onnx | torch-bf16 | ctranslate2 (app.asr.cpu_encoder)
-    decoder: str = "auto"  # faster-whisper on CPU: auto | native | ctranslate2 (app.asr.native_decoder)
+    encoder: str = "auto"  # faster-whisper on CPU: auto | onnx | native | torch-bf16 | ctranslate2 (cpu_encoder)
+    decoder: str = "auto"  # faster-whisper on CPU: auto | native | ctranslate2 (app.asr.native)
 
 
 def cuda_available() -> bool:

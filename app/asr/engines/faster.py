@@ -8,7 +8,7 @@ another 0.7-0.8 points off the dev episodes for 3-10% more time (either decoder;
 conditioning on the previous window, so one bad window can't derail the rest of a long episode.
 
 On CPU the model's encoder and decoder are swapped under faster-whisper's pipeline for faster ones where the
-CPU allows (app.asr.cpu_encoder, app.asr.native_decoder): the pipeline, its windows and its second pass stay.
+CPU allows (app.asr.cpu_encoder, app.asr.native): the pipeline, its windows and its second pass stay.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from app.asr.types import Segment, Word
 from app.asr.weights import ct2_model
 
 log = logging.getLogger(__name__)
-ENCODERS = CHOICES  # auto | onnx | torch-bf16 | ctranslate2
+ENCODERS = CHOICES  # auto | onnx | native | torch-bf16 | ctranslate2
 DECODERS = ("auto", "native", "ctranslate2")
 SECOND_PASS_BEAM = 5
 
@@ -134,12 +134,13 @@ class FasterWhisperEngine:
         self.workers, self.threads_per_worker = cpu_layout(self.cpu_threads) if parallel else (1, self.cpu_threads)
         self.vad = vad
         self.beam_size = beam_size
-        # auto on CPU: torch bf16 on AMX CPUs, else the int8 ONNX export (app.asr.cpu_encoder), when there is a
-        # local model and a cache folder; else CTranslate2's own. encoder_used says which runs once loaded.
+        # auto on CPU: torch bf16 on AMX CPUs, the native int8 encoder on other AVX-512 VNNI CPUs, else the int8
+        # ONNX export (app.asr.cpu_encoder), when there is a local model and a cache folder; else CTranslate2's
+        # own. encoder_used says which runs once loaded.
         self.encoder = encoder
         # Short windows: the encoder sees the speech + 5 s, not 30 s (app.asr.encoder_input; swapped encoders only).
         self.trim_encoder_input = trim_encoder_input
-        # auto on CPU: the native decoder (app.asr.native_decoder; AVX2 or AVX-512 VNNI) where the CPU and a g++ allow,
+        # auto on CPU: the native decoder (app.asr.native; AVX2 or AVX-512 VNNI) where the CPU and a g++ allow,
         # else CTranslate2's. decoder_used says which runs once loaded.
         self.decoder = decoder
         self.cache_dir = cache_dir
@@ -168,7 +169,7 @@ class FasterWhisperEngine:
             if self.batch_size > 1:
                 self._model.feature_extractor = _SilencePadded(self._model.feature_extractor)
             self.encoder_used = "ctranslate2"
-            if self.encoder in ("onnx", "torch-bf16") or (self.encoder == "auto" and self.device == "cpu"):
+            if self.encoder in ("onnx", "native", "torch-bf16") or (self.encoder == "auto" and self.device == "cpu"):
                 self._swap_encoder()
             self.decoder_used = "ctranslate2"
             if self.decoder == "native" or (self.decoder == "auto" and self.device == "cpu"):
@@ -201,8 +202,8 @@ class FasterWhisperEngine:
         self.encoder_used = name
 
     def _swap_decoder(self) -> None:
-        from app.asr.native_decoder.generate import DecoderSwap, NativeGenerator
-        from app.asr.native_decoder.model import NativeModel
+        from app.asr.native.generate import DecoderSwap, NativeGenerator
+        from app.asr.native.model import NativeModel
 
         try:
             generator = NativeGenerator(NativeModel(*self._local_weights()))

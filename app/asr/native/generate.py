@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from app.asr.native_decoder.model import NativeModel, ptr
+from app.asr.native.model import NativeModel, ptr
 
 # Keyword arguments of ctranslate2.models.Whisper.generate, and the values under which it decodes like we do.
 _SAME_AS_DEFAULT = {

@@ -1,62 +1,19 @@
 // Whisper's text decoder for x86-64 CPUs with AVX2 (AVX-512 VNNI where there is one): one decoding step for a batch
 // of windows x beams, the cross-attention keys/values of a window, and the per-step token choice (suppression,
 // timestamp rules, log-softmax, top-k).
-// Driven by app/asr/native_decoder/generate.py; built at first use by app/asr/native_decoder/library.py with
-//   g++ -O3 -march=native -ffast-math -shared -fPIC decoder.cpp -lmvec
+// Driven by app/asr/native/generate.py; the int8 products are kernels.h's (built by app/asr/native/library.py).
 // Why hand-written (docs/benchmarks.md): CTranslate2's CPU decoder repacks its int8 weights at every call through
 // oneDNN (48-72 % of a one-window step on Zen 3 / Zen 4) and gives every beam its own float32 copy of the window's
 // audio keys/values. Here int8 weights are packed once and a window's keys/values are computed once, kept as
 // float16 (keys transposed, so scores accumulate over frames without horizontal sums) and shared by its beams.
 // (int8 keys/values halve what a step reads and made steps at 5-10 windows ~20 % faster, but the phone-call test
 // clip lost its first words: not taken, see docs/benchmarks.md.)
-// Activations are quantized per row to int8; the int8 products have two kernels with the same integer result:
-// - AVX-512 VNNI (kAvx512): weights packed [n/16][k/4][16][4], one 64-byte load feeds one vpdpbusd per row.
-//   vpdpbusd multiplies uint8 by int8, so activations are shifted to uint8:
-//     y[i][o] = sx[i] * sw[o] * (sum_k xu8[i][k] * w[o][k] - 128 * sum_k w[o][k]) + bias[o].
-// - AVX2 (Zen 3, older Intel): weights packed [n/16][k/2][16][2], sign-extended to int16 as they are loaded and
-//   multiplied by int16 activation pairs with vpmaddwd. Exact, unlike vpmaddubsw, whose int16 pair sums saturate
-//   at full-range int8 (ONNX Runtime's AVX2 kernels do, app/asr/onnx_encoder.py), and as many multiplies per
-//   cycle: vpmaddubsw needs a second vpmaddwd to widen its sums.
 // -ffast-math assumes no infinities, so a forbidden token's logit is kNeg (finite), never -inf.
-#include <immintrin.h>
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <vector>
-
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
-#define PODBRIEF_AVX512 1
-#elif !(defined(__AVX2__) && defined(__FMA__) && defined(__F16C__))
-#error "the native decoder needs AVX2, FMA and F16C (library.py checks before building)"
-#endif
+#include "kernels.h"
 
 namespace {
 
-#ifdef PODBRIEF_AVX512
-constexpr const char* kKernels = "avx512-vnni";
-constexpr int kPairs = 4;  // k values per output in a packed group: [n/16][k/kPairs][16][kPairs]
-using Act = uint8_t;       // an activation as the kernel multiplies it: int8 shifted to uint8 for vpdpbusd
-inline Act to_act(float q) { return (uint8_t)((int)std::nearbyint(q) + 128); }
-constexpr int kRows = 8;  // rows a pass: their accumulators + the weight vector stay in registers
-#else
-constexpr const char* kKernels = "avx2";
-constexpr int kPairs = 2;
-using Act = int16_t;  // int8 values widened to int16 for vpmaddwd
-inline Act to_act(float q) { return (int16_t)std::nearbyint(q); }
-constexpr int kRows = 6;  // 6 rows x 2 accumulators + 2 weight vectors + the broadcast = AVX2's 16 registers
-#endif
-
 constexpr float kNeg = -1e30f;
-
-struct Linear {
-  const int8_t* w = nullptr;      // packed
-  const int32_t* comp = nullptr;  // 128 * sum_k w[o][k]
-  const float* scale = nullptr;   // per output row
-  const float* bias = nullptr;    // or null
-  int k = 0, n = 0;
-};
 
 struct Layer {
   const float *ln1_g = nullptr, *ln1_b = nullptr, *ln2_g = nullptr, *ln2_b = nullptr, *ln3_g = nullptr,
@@ -72,149 +29,11 @@ struct Model {
 };
 
 // Scratch buffers, one set per thread (several decoding workers call in at once); the hot loops use raw pointers
-// taken once (a thread_local touched inside a loop goes through __tls_get_addr at every access: 2.5x slower).
+// taken once.
 struct Scratch {
-  std::vector<float> x, h, qkv, att, up, scores, row_scale, kv;
-  std::vector<Act> xq;
+  std::vector<float> x, h, qkv, att, up, scores, kv;
 };
 thread_local Scratch scratch;
-
-#ifdef PODBRIEF_AVX512
-// Outputs ob..ob+15 of MB (<= 8) rows: y[i][o] = sx[i] * sw[o] * (sum_k xu8[i][k] * w[o][k] - comp[o]) + bias[o].
-// The accumulators are named variables, not an array: GCC 12 keeps an array of them on the stack, a 64-byte load
-// and store around every vpdpbusd.
-template <int MB>
-void linear_rows(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y) {
-  const int k = L.k, n = L.n;
-  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-  const int8_t* wb = L.w + (size_t)ob * k;
-  for (int j = 0; j < k; j += 4) {
-    const __m512i wv = _mm512_loadu_si512((const void*)(wb + (size_t)j * 16));
-#define PODBRIEF_ROW(I)                                                 \
-  if constexpr (MB > I) {                                               \
-    int32_t quad;                                                       \
-    std::memcpy(&quad, xq + (size_t)I * k + j, 4);                      \
-    a##I = _mm512_dpbusd_epi32(a##I, _mm512_set1_epi32(quad), wv);      \
-  }
-    PODBRIEF_ROW(0) PODBRIEF_ROW(1) PODBRIEF_ROW(2) PODBRIEF_ROW(3)
-    PODBRIEF_ROW(4) PODBRIEF_ROW(5) PODBRIEF_ROW(6) PODBRIEF_ROW(7)
-#undef PODBRIEF_ROW
-  }
-  const __m512i acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-  const int rem = std::min(16, n - ob);
-  const __mmask16 mask = (__mmask16)((1u << rem) - 1);
-  const __m512i comp = _mm512_maskz_loadu_epi32(mask, L.comp + ob);
-  const __m512 ws = _mm512_maskz_loadu_ps(mask, L.scale + ob);
-  const __m512 bias = L.bias ? _mm512_maskz_loadu_ps(mask, L.bias + ob) : _mm512_setzero_ps();
-  for (int i = 0; i < MB; ++i) {
-    const __m512 s = _mm512_mul_ps(ws, _mm512_set1_ps(row_scale[i]));
-    const __m512 r = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(acc[i], comp)), s, bias);
-    _mm512_mask_storeu_ps(y + (size_t)i * n + ob, mask, r);
-  }
-}
-
-#else
-// Outputs ob..ob+15 of MB (<= 6) rows: y[i][o] = sx[i] * sw[o] * sum_k x16[i][k] * w[o][k] + bias[o] (no shift, so
-// no compensation term). The accumulators are named variables, not an array: GCC 12 keeps an array of more than
-// three on the stack (half the speed).
-template <int MB>
-void linear_rows(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y) {
-  const int k = L.k, n = L.n;
-  __m256i l0 = _mm256_setzero_si256(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0, l4 = l0,
-          h4 = l0, l5 = l0, h5 = l0;  // outputs ob..ob+7 (l) and ob+8..ob+15 (h) of each row
-  const int8_t* wb = L.w + (size_t)ob * k;
-  const int32_t* x32 = reinterpret_cast<const int32_t*>(xq);  // activation pairs (k even)
-  const int kh = k / 2;
-  for (int j = 0; j < kh; ++j) {
-    // 16 outputs x 2 k: bytes [o][2] -> int16 pairs; vpmaddwd sums each output's pair into one int32.
-    const __m256i wl = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wb + (size_t)j * 32)));
-    const __m256i wh = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wb + (size_t)j * 32 + 16)));
-#define PODBRIEF_ROW(I)                                                   \
-  if constexpr (MB > I) {                                                 \
-    const __m256i xv = _mm256_set1_epi32(x32[(size_t)I * kh + j]);        \
-    l##I = _mm256_add_epi32(l##I, _mm256_madd_epi16(xv, wl));             \
-    h##I = _mm256_add_epi32(h##I, _mm256_madd_epi16(xv, wh));             \
-  }
-    PODBRIEF_ROW(0) PODBRIEF_ROW(1) PODBRIEF_ROW(2) PODBRIEF_ROW(3) PODBRIEF_ROW(4) PODBRIEF_ROW(5)
-#undef PODBRIEF_ROW
-  }
-  const __m256i acc[6][2] = {{l0, h0}, {l1, h1}, {l2, h2}, {l3, h3}, {l4, h4}, {l5, h5}};
-  const int rem = std::min(16, n - ob);
-  alignas(32) float ws[16] = {}, bias[16] = {}, out[16];
-  std::memcpy(ws, L.scale + ob, rem * sizeof(float));
-  if (L.bias) std::memcpy(bias, L.bias + ob, rem * sizeof(float));
-  for (int i = 0; i < MB; ++i) {
-    const __m256 s = _mm256_set1_ps(row_scale[i]);
-    float* dst = y + (size_t)i * n + ob;
-    const __m256 r0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][0]), _mm256_mul_ps(_mm256_load_ps(ws), s),
-                                      _mm256_load_ps(bias));
-    const __m256 r1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][1]), _mm256_mul_ps(_mm256_load_ps(ws + 8), s),
-                                      _mm256_load_ps(bias + 8));
-    if (rem == 16) {
-      _mm256_storeu_ps(dst, r0), _mm256_storeu_ps(dst + 8, r1);
-    } else {
-      _mm256_store_ps(out, r0), _mm256_store_ps(out + 8, r1);
-      std::memcpy(dst, out, rem * sizeof(float));
-    }
-  }
-}
-
-#endif
-
-// linear_rows<mb> for a group of mb <= MB rows: the row count must be a template argument (registers).
-template <int MB>
-inline void linear_group(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y, int mb) {
-  if constexpr (MB > 0) {
-    if (mb == MB)
-      linear_rows<MB>(L, xq, row_scale, ob, y);
-    else
-      linear_group<MB - 1>(L, xq, row_scale, ob, y, mb);
-  }
-}
-
-// y[m][n] = in[m][k] x W^T + bias, activations quantized per row to int8 (scale amax / 127).
-void linear(const Linear& L, const float* in, int m, float* y) {
-  const int k = L.k, n = L.n;
-  Scratch& S = scratch;
-  if (S.xq.size() < (size_t)m * k) S.xq.resize((size_t)m * k);
-  if (S.row_scale.size() < (size_t)m) S.row_scale.resize(m);
-  Act* xq = S.xq.data();
-  float* row_scale = S.row_scale.data();
-  for (int i = 0; i < m; ++i) {
-    const float* r = in + (size_t)i * k;
-    float amax = 1e-12f;
-    for (int j = 0; j < k; ++j) amax = std::fmax(amax, std::fabs(r[j]));
-    const float inv = 127.f / amax;
-    row_scale[i] = amax / 127.f;
-    for (int j = 0; j < k; ++j) xq[(size_t)i * k + j] = to_act(r[j] * inv);
-  }
-  // Output blocks outside, rows inside: a block's weights (16 x k int8, 6 KB for tiny) are read from memory once
-  // and stay in L1 for every group of rows. (Rows outside streamed the whole matrix, 20 MB for the vocabulary
-  // projection, once per group of rows.)
-  for (int ob = 0; ob < n; ob += 16)
-    for (int i0 = 0; i0 < m; i0 += kRows)
-      linear_group<kRows>(L, xq + (size_t)i0 * k, row_scale + i0, ob, y + (size_t)i0 * n, std::min(kRows, m - i0));
-}
-
-void layer_norm(const float* in, int m, int d, const float* g, const float* b, float* out) {
-  for (int i = 0; i < m; ++i) {
-    const float* r = in + (size_t)i * d;
-    float mean = 0, var = 0;
-    for (int j = 0; j < d; ++j) mean += r[j];
-    mean /= d;
-    for (int j = 0; j < d; ++j) var += (r[j] - mean) * (r[j] - mean);
-    const float inv = 1.f / std::sqrt(var / d + 1e-5f);
-    for (int j = 0; j < d; ++j) out[(size_t)i * d + j] = (r[j] - mean) * inv * g[j] + b[j];
-  }
-}
-
-void softmax(float* s, int n) {
-  float mx = -1e30f, sum = 0;
-  for (int i = 0; i < n; ++i) mx = std::max(mx, s[i]);
-  for (int i = 0; i < n; ++i) sum += (s[i] = expf(s[i] - mx));
-  const float inv = 1.f / sum;
-  for (int i = 0; i < n; ++i) s[i] *= inv;
-}
 
 #ifdef PODBRIEF_AVX512
 // Attention scores of NB beams' queries (pre-scaled, 64 each) against one head's keys, 16 frames at a time:
@@ -360,24 +179,6 @@ void* create_model(int width, int heads, int vocab, int layers, int ctx, const f
 }
 
 void free_model(void* model) { delete static_cast<Model*>(model); }
-
-// Which int8 kernels this build has: "avx512-vnni" or "avx2".
-const char* kernels() { return kKernels; }
-
-// w: n x k int8, row-major, k a multiple of 4 -> out: (n rounded up to 16) x k packed as the kernel reads it
-// ([n/16][k/kPairs][16][kPairs]); comp: 128 * the row sums (the AVX-512 kernel's uint8 shift).
-void pack(const int8_t* w, int n, int k, int8_t* out, int32_t* comp) {
-  for (int o = 0; o < n; ++o) {
-    int32_t s = 0;
-    for (int j = 0; j < k; ++j) s += w[(size_t)o * k + j];
-    comp[o] = 128 * s;
-  }
-  size_t p = 0;
-  for (int ob = 0; ob < n; ob += 16)
-    for (int j = 0; j < k; j += kPairs)
-      for (int r = 0; r < 16; ++r)
-        for (int t = 0; t < kPairs; ++t) out[p++] = (ob + r < n) ? w[(size_t)(ob + r) * k + j + t] : 0;
-}
 
 // which: 0 self query|key|value, 1 self out, 2 cross query, 3 cross out, 4 MLP up, 5 MLP down,
 // 6 vocabulary projection (layer ignored), 7 cross key, 8 cross value.

@@ -1,8 +1,9 @@
-"""Build decoder.cpp for this CPU with the system compiler, once, and load it.
+"""Build the native Whisper library (decoder.cpp, encoder.cpp, their kernels) for this CPU with the system
+compiler, once, and load it.
 
 Compiled at first use rather than shipped: -march=native is what makes the int8 kernels fast, and a wheel built
 for one CPU would crash (illegal instruction) on another. The library is cached under the model cache, keyed by
-the source, the compiler command and the CPU's flags, so a change to any of them builds a new one.
+the sources, the compiler command and the CPU's flags, so a change to any of them builds a new one.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from pathlib import Path
 
 from app.asr.cpu_encoder import cpu_flags
 
-SOURCE = Path(__file__).with_name("decoder.cpp")
+FOLDER = Path(__file__).parent
+SOURCES = ("kernels.cpp", "decoder.cpp", "encoder.cpp")
+HEADERS = ("kernels.h",)
 # AVX2 + FMA for the int8 products and the attention, F16C for the float16 audio keys and values; where the CPU
-# also has AVX-512 VNNI, -march=native builds the vpdpbusd kernels instead (decoder.cpp; `kernels()` says which).
+# also has AVX-512 VNNI, -march=native builds the vpdpbusd kernels instead (kernels.h; `kernels()` says which).
 REQUIRED_FLAGS = ("avx2", "fma", "f16c")
 COMPILE = ["-O3", "-march=native", "-ffast-math", "-shared", "-fPIC"]
 LINK = ["-lmvec"]  # glibc's vector maths: expf/erff vectorised under -ffast-math
@@ -36,11 +39,11 @@ _loaded: dict[Path, ctypes.CDLL] = {}
 
 
 class Unavailable(RuntimeError):
-    """This machine can't run the native decoder (the reason is the message)."""
+    """This machine can't run the native library (the reason is the message)."""
 
 
 def missing(flags: set[str] | None = None, compiler: str | None = "g++") -> str | None:
-    """Why the native decoder can't run here, or None when it can."""
+    """Why the native library can't run here, or None when it can."""
     flags = cpu_flags() if flags is None else flags
     absent = [f for f in REQUIRED_FLAGS if f not in flags]
     if absent:
@@ -51,7 +54,9 @@ def missing(flags: set[str] | None = None, compiler: str | None = "g++") -> str 
 
 
 def _key(compiler: str, flags: set[str], extra: Sequence[str]) -> str:
-    h = hashlib.sha256(SOURCE.read_bytes())
+    h = hashlib.sha256()
+    for name in (*SOURCES, *HEADERS):
+        h.update((FOLDER / name).read_bytes())
     h.update(" ".join([compiler, *COMPILE, *extra, *LINK]).encode())
     for path in extra:  # a header named with -include: its text, not only its name
         if Path(path).is_file():
@@ -61,14 +66,14 @@ def _key(compiler: str, flags: set[str], extra: Sequence[str]) -> str:
 
 
 def load(cache_dir: Path, compiler: str = "g++", extra: Sequence[str] = ()) -> ctypes.CDLL:
-    """The library for this CPU, built into cache_dir/native-decoder/ if not there yet. Raises Unavailable.
+    """The library for this CPU, built into cache_dir/native/ if not there yet. Raises Unavailable.
     `extra`: more compiler options, for the tests that build the other kernel family (-mno-avx512f on an AVX-512
     CPU gives the AVX2 kernels)."""
     flags = cpu_flags()
     reason = missing(flags, compiler)
     if reason is not None:
         raise Unavailable(reason)
-    target = cache_dir / "native-decoder" / f"decoder-{_key(compiler, flags, extra)}.so"
+    target = cache_dir / "native" / f"whisper-{_key(compiler, flags, extra)}.so"
     with _lock:
         if target in _loaded:
             return _loaded[target]
@@ -77,6 +82,7 @@ def load(cache_dir: Path, compiler: str = "g++", extra: Sequence[str] = ()) -> c
         with contextlib.suppress(OSError):  # a read-only models folder is fine: nothing is pruned there either
             os.utime(target)  # "in use": what prune() goes by
         prune(target.parent, keep=target)
+        prune(cache_dir / LEGACY[0], keep=target, pattern=LEGACY[1])
         lib = ctypes.CDLL(str(target))
         _declare(lib)
         _loaded[target] = lib
@@ -90,7 +96,10 @@ def _build(compiler: str, target: Path, extra: Sequence[str]) -> None:
     os.close(fd)
     try:
         proc = subprocess.run(
-            [compiler, *COMPILE, *extra, "-o", tmp, str(SOURCE), *LINK], capture_output=True, text=True, timeout=300
+            [compiler, *COMPILE, *extra, "-o", tmp, *(str(FOLDER / name) for name in SOURCES), *LINK],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if proc.returncode != 0:
             raise Unavailable(f"{compiler} failed: {proc.stderr.strip()[-2000:]}")
@@ -100,12 +109,17 @@ def _build(compiler: str, target: Path, extra: Sequence[str]) -> None:
             os.unlink(tmp)
 
 
-def prune(folder: Path, keep: Path, now: float | None = None) -> list[Path]:
-    """Remove the libraries in `folder` other than `keep` that nobody loaded for STALE_AFTER_S; returns them.
-    (A process that still has one loaded keeps its mapping: unlinking a loaded library is safe on Linux.)"""
+# Where libraries were built before the encoder joined the decoder (2026-12-06): pruned by the same rule.
+LEGACY = ("native-decoder", "decoder-*.so")
+
+
+def prune(folder: Path, keep: Path, now: float | None = None, pattern: str = "whisper-*.so") -> list[Path]:
+    """Remove the libraries (`pattern`) in `folder` other than `keep` that nobody loaded for STALE_AFTER_S;
+    returns them. (A process that still has one loaded keeps its mapping: unlinking a loaded library is safe on
+    Linux.)"""
     now = time.time() if now is None else now
     removed = []
-    for old in folder.glob("decoder-*.so"):
+    for old in folder.glob(pattern):
         with contextlib.suppress(OSError):
             if old != keep and now - old.stat().st_mtime > STALE_AFTER_S:
                 old.unlink()
@@ -140,3 +154,13 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.step.restype = None
     lib.choose.argtypes = [p, i, i, p, i, p, i, p, p, p, p, i, i, p, p]
     lib.choose.restype = None
+    lib.create_encoder.argtypes = [i, i, i, i, i, p, p, p]
+    lib.create_encoder.restype = p
+    lib.free_encoder.argtypes = [p]
+    lib.free_encoder.restype = None
+    lib.set_encoder_linear.argtypes = [p, i, i, p, p, p, p, i, i]
+    lib.set_encoder_linear.restype = None
+    lib.set_encoder_norms.argtypes = [p, i, p, p, p, p]
+    lib.set_encoder_norms.restype = None
+    lib.encode.argtypes = [p, p, i, p, i]
+    lib.encode.restype = None

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from app.asr.native_decoder import library
+from app.asr.native import library
 
 # Indices of the linear layers in decoder.cpp's set_linear.
 QKV, SELF_OUT, CROSS_Q, CROSS_OUT, MLP_UP, MLP_DOWN, PROJECTION, CROSS_K, CROSS_V = range(9)
@@ -39,14 +39,14 @@ class NativeModel:
         self.lib = library.load(cache_dir, extra=extra)
         self.kernels = str(self.lib.kernels().decode())  # "avx512-vnni" or "avx2"
         dec = whisper.load_model(str(checkpoint), device="cpu").float().eval().decoder
-        emb = _f32(dec.token_embedding.weight)
+        emb = f32(dec.token_embedding.weight)
         self.vocab, self.width = emb.shape
         self.heads, self.layers = int(dec.blocks[0].attn.n_head), len(dec.blocks)
         self.ctx = int(dec.positional_embedding.shape[0])
         if self.width % self.heads or self.width // self.heads != 64:
             raise library.Unavailable(f"head width {self.width // self.heads} (the kernels are written for 64)")
         self._keep: list[np.ndarray] = []  # the library holds pointers into these
-        pos, ln_g, ln_b = _f32(dec.positional_embedding), _f32(dec.ln.weight), _f32(dec.ln.bias)
+        pos, ln_g, ln_b = f32(dec.positional_embedding), f32(dec.ln.weight), f32(dec.ln.bias)
         self._keep += [emb, pos, ln_g, ln_b]
         self.handle = self.lib.create_model(
             self.width, self.heads, self.vocab, self.layers, self.ctx, ptr(emb), ptr(pos), ptr(ln_g), ptr(ln_b)
@@ -54,14 +54,14 @@ class NativeModel:
         for i, b in enumerate(dec.blocks):
             a, x = b.attn, b.cross_attn
             self._linear(i, QKV, *fused_qkv(a))
-            self._linear(i, SELF_OUT, _f32(a.out.weight), _f32(a.out.bias))
-            self._linear(i, CROSS_Q, _f32(x.query.weight), _f32(x.query.bias))
-            self._linear(i, CROSS_OUT, _f32(x.out.weight), _f32(x.out.bias))
-            self._linear(i, MLP_UP, _f32(b.mlp[0].weight), _f32(b.mlp[0].bias))
-            self._linear(i, MLP_DOWN, _f32(b.mlp[2].weight), _f32(b.mlp[2].bias))
-            self._linear(i, CROSS_K, _f32(x.key.weight), None)
-            self._linear(i, CROSS_V, _f32(x.value.weight), _f32(x.value.bias))
-            norms = [_f32(t) for ln in (b.attn_ln, b.cross_attn_ln, b.mlp_ln) for t in (ln.weight, ln.bias)]
+            self._linear(i, SELF_OUT, f32(a.out.weight), f32(a.out.bias))
+            self._linear(i, CROSS_Q, f32(x.query.weight), f32(x.query.bias))
+            self._linear(i, CROSS_OUT, f32(x.out.weight), f32(x.out.bias))
+            self._linear(i, MLP_UP, f32(b.mlp[0].weight), f32(b.mlp[0].bias))
+            self._linear(i, MLP_DOWN, f32(b.mlp[2].weight), f32(b.mlp[2].bias))
+            self._linear(i, CROSS_K, f32(x.key.weight), None)
+            self._linear(i, CROSS_V, f32(x.value.weight), f32(x.value.bias))
+            norms = [f32(t) for ln in (b.attn_ln, b.cross_attn_ln, b.mlp_ln) for t in (ln.weight, ln.bias)]
             self._keep += norms
             self.lib.set_layer_norms(self.handle, i, *map(ptr, norms))
         self._linear(0, PROJECTION, emb, None)  # the vocabulary projection is the token embedding (tied)
@@ -73,13 +73,9 @@ class NativeModel:
             self.lib.free_model(handle)
 
     def _linear(self, layer: int, which: int, w: np.ndarray, bias: np.ndarray | None) -> None:
-        n, k = w.shape
-        q, scale = quantize_rows(w)
-        packed, comp = np.zeros((n + 15) // 16 * 16 * k, np.int8), np.zeros(n, np.int32)
-        self.lib.pack(ptr(q), n, k, ptr(packed), ptr(comp))
-        self._keep += [packed, comp, scale] + ([] if bias is None else [bias])
-        b = None if bias is None else ptr(bias)
-        self.lib.set_linear(self.handle, layer, which, ptr(packed), ptr(comp), ptr(scale), b, k, n)
+        arrays, args = packed_linear(self.lib, w, bias)
+        self._keep += arrays
+        self.lib.set_linear(self.handle, layer, which, *args)
 
     # Buffers, and thin wrappers over the library's calls (shapes documented in decoder.cpp).
 
@@ -118,13 +114,24 @@ class NativeModel:
         return logits
 
 
+def packed_linear(lib: Any, w: np.ndarray, bias: np.ndarray | None) -> tuple[list[np.ndarray], tuple[Any, ...]]:
+    """float32 weights (n, k) quantized per output row and packed by the library: (arrays the library will point
+    into, which the caller keeps alive; the (weights, comp, scale, bias, k, n) arguments of set_linear)."""
+    n, k = w.shape
+    q, scale = quantize_rows(w)
+    packed, comp = np.zeros((n + 15) // 16 * 16 * k, np.int8), np.zeros(n, np.int32)
+    lib.pack(ptr(q), n, k, ptr(packed), ptr(comp))
+    arrays = [packed, comp, scale] + ([] if bias is None else [bias])
+    return arrays, (ptr(packed), ptr(comp), ptr(scale), None if bias is None else ptr(bias), k, n)
+
+
 def fused_qkv(attn: Any) -> tuple[np.ndarray, np.ndarray]:
     """(weight, bias) float32 of a block's self-attention query|key|value as one product (Whisper's key projection
     has no bias: zeros in its place)."""
-    weight = [_f32(attn.query.weight), _f32(attn.key.weight), _f32(attn.value.weight)]
-    bias = [_f32(attn.query.bias), np.zeros(attn.key.weight.shape[0], np.float32), _f32(attn.value.bias)]
+    weight = [f32(attn.query.weight), f32(attn.key.weight), f32(attn.value.weight)]
+    bias = [f32(attn.query.bias), np.zeros(attn.key.weight.shape[0], np.float32), f32(attn.value.bias)]
     return np.concatenate(weight), np.concatenate(bias)
 
 
-def _f32(t: Any) -> np.ndarray:
+def f32(t: Any) -> np.ndarray:
     return np.ascontiguousarray(t.detach().numpy(), dtype=np.float32)

@@ -1,0 +1,246 @@
+// Whisper's audio encoder for x86-64 CPUs with AVX2 (AVX-512 VNNI where there is one): log-mel -> audio features,
+// every matrix product on kernels.h's int8 kernels: the two convolutions (as products over 3 neighbouring frames),
+// the linear layers, and both products of self-attention.
+// Driven by app/asr/native/encoder.py; built by app/asr/native/library.py.
+// Why hand-written (docs/benchmarks.md): ONNX Runtime's int8 export spent 60 % of a 30 s window in its fused
+// float32 attention (1,500 x 1,500 scores per head); here the scores and the weighted sum of values are int8
+// products too, at the int8 kernels' rate:
+// - scores: keys are smoothed (their mean over frames subtracted: a constant per query row, which softmax ignores,
+//   and what makes per-frame int8 keys accurate, as SageAttention does) and quantized per frame, queries per row;
+// - values: probabilities quantized per row (its largest is 1 before normalising), values per dimension.
+// Output 0.997-0.999 cosine-similar to openai-whisper's float32 encoder on real speech (ONNX int8: 0.994-0.999).
+#include <thread>
+
+#include "kernels.h"
+
+namespace {
+
+struct EncoderLayer {
+  const float *ln1_g = nullptr, *ln1_b = nullptr, *ln2_g = nullptr, *ln2_b = nullptr;
+  Linear qkv, out, up, down;
+};
+
+struct Encoder {
+  int width = 0, heads = 0, layers = 0, n_mels = 0, ctx = 0;
+  const float *positions = nullptr, *ln_g = nullptr, *ln_b = nullptr;
+  Linear conv1, conv2;  // weights [out][in * 3]: input channel-major, then the 3 taps
+  std::vector<EncoderLayer> layer;
+};
+
+// One call's buffers (a call owns them; several decoding workers encode at once).
+struct Buffers {
+  std::vector<float> cols, conv, x, h, qkv, att, up;
+  std::vector<Act> xq;
+  std::vector<float> row_scale;
+};
+
+// A head's attention buffers, one set per thread.
+struct HeadScratch {
+  std::vector<float> scale, scores, pv;
+  std::vector<int8_t> kpack, vpack;
+  std::vector<int32_t> kcomp, vcomp;
+  std::vector<Act> probs;
+};
+thread_local HeadScratch head_scratch;
+
+constexpr int kQueryBlock = 32;  // query rows a pass: their scores (32 x 1,500 floats) stay in L2
+
+// f(begin, end) over [0, n) cut into `threads` contiguous parts, the calling thread taking the first. Threads are
+// started per call (~30 us each, ~20 calls per window): cheap next to a window's 30-200 ms, and nothing spins
+// between calls to take a core from the other decoding worker.
+template <class F>
+void parallel(int threads, int n, F&& f) {
+  threads = std::max(1, std::min(threads, n));
+  if (threads == 1) return f(0, n);
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back([&, t] { f((int)((long)n * t / threads), (int)((long)n * (t + 1) / threads)); });
+  f(0, (int)((long)n / threads));
+  for (auto& th : pool) th.join();
+}
+
+// y[m][n] = in[m][k] x W^T + bias (GELU after, with `gelu_after`), output blocks shared among `threads`.
+void linear_mt(const Linear& L, const float* in, int m, float* y, Buffers& B, int threads, bool gelu_after = false) {
+  if (B.xq.size() < (size_t)m * L.k) B.xq.resize((size_t)m * L.k);
+  if (B.row_scale.size() < (size_t)m) B.row_scale.resize(m);
+  quantize_activations(in, m, L.k, B.xq.data(), B.row_scale.data());
+  const int blocks = (L.n + 15) / 16;
+  parallel(threads, blocks, [&](int b0, int b1) {
+    const int ob0 = b0 * 16, ob1 = std::min(L.n, b1 * 16);
+    linear_blocks(L, B.xq.data(), B.row_scale.data(), m, y, ob0, ob1);
+    if (gelu_after)
+      for (int i = 0; i < m; ++i) gelu(y + (size_t)i * L.n + ob0, ob1 - ob0);
+  });
+}
+
+// Quantizes rows[f][0..64) (row stride `stride`; f < T, rows T..Tp zero) straight into pack_weights' layout, for a
+// product with n x k = (per_row ? Tp x 64 : 64 x Tp): keys are weights with a frame per output (a scale per
+// frame), values transposed, a dimension per output (a scale per dimension). comp and scale: per output.
+void pack_head(const float* rows, size_t stride, int T, int Tp, bool per_row, const float* shift, int8_t* pack,
+               int32_t* comp, float* scale) {
+  constexpr int hd = 64;
+  const int n = per_row ? Tp : hd, k = per_row ? hd : Tp;
+  float inv[hd];
+  if (!per_row) {  // one scale per dimension, over every frame
+    float amax[hd];
+    std::fill(amax, amax + hd, 1e-12f);
+    for (int f = 0; f < T; ++f)
+      for (int e = 0; e < hd; ++e) amax[e] = std::fmax(amax[e], std::fabs(rows[f * stride + e] - shift[e]));
+    for (int e = 0; e < hd; ++e) scale[e] = amax[e] / 127.f, inv[e] = 127.f / amax[e];
+  }
+  std::fill(comp, comp + n, 0);
+  std::memset(pack, 0, (size_t)(n + 15) / 16 * 16 * k);
+  for (int f = 0; f < T; ++f) {
+    const float* r = rows + f * stride;
+    float v[hd];
+    for (int e = 0; e < hd; ++e) v[e] = r[e] - shift[e];
+    if (per_row) {
+      float amax = 0;
+      for (int e = 0; e < hd; ++e) amax = std::fmax(amax, std::fabs(v[e]));
+      scale[f] = amax / 127.f;
+      std::fill(inv, inv + hd, amax > 0 ? 127.f / amax : 0.f);
+    }
+    for (int e = 0; e < hd; ++e) {
+      const int8_t q = (int8_t)std::nearbyint(v[e] * inv[e]);
+      const int o = per_row ? f : e, j = per_row ? e : f;
+      pack[packed_index(o, j, k)] = q;
+      comp[o] += 128 * q;
+    }
+  }
+  if (per_row) std::fill(scale + T, scale + Tp, 0.f);
+}
+
+// Self-attention of head hh over T frames: qkv [T][3 * width] (query | key | value) -> att[:, hh * 64 : + 64].
+void attention_head(const Encoder& E, const float* qkv, int T, int hh, float* att) {
+  const int d = E.width, hd = d / E.heads, Tp = (T + 15) / 16 * 16;
+  HeadScratch& S = head_scratch;
+  S.kpack.resize((size_t)Tp * hd), S.vpack.resize((size_t)hd * Tp), S.kcomp.resize(Tp), S.vcomp.resize(hd);
+  S.scale.resize(Tp + hd), S.scores.resize((size_t)kQueryBlock * Tp), S.pv.resize((size_t)kQueryBlock * hd);
+  S.probs.resize((size_t)kQueryBlock * Tp);
+  float *scores = S.scores.data(), *kscale = S.scale.data(), *vscale = kscale + Tp;
+  const size_t stride = (size_t)3 * d;
+  const float* qin = qkv + hh * hd;
+  const float* kin = qkv + d + hh * hd;
+  const float* vin = qkv + 2 * d + hh * hd;
+
+  // Keys: mean over frames subtracted, int8 per frame; padding frames (T..Tp) are zero with scale 0, so their
+  // scores come out 0 and are dropped before the softmax.
+  float mean[64] = {}, zero[64] = {};
+  for (int f = 0; f < T; ++f)
+    for (int e = 0; e < hd; ++e) mean[e] += kin[f * stride + e];
+  for (int e = 0; e < hd; ++e) mean[e] /= (float)T;
+  pack_head(kin, stride, T, Tp, true, mean, S.kpack.data(), S.kcomp.data(), kscale);
+  Linear KL;
+  KL.w = S.kpack.data(), KL.comp = S.kcomp.data(), KL.scale = kscale, KL.k = hd, KL.n = Tp;
+  // Values as the "weights" of the probabilities' product ([dimension][frame]), int8 per dimension.
+  pack_head(vin, stride, T, Tp, false, zero, S.vpack.data(), S.vcomp.data(), vscale);
+  Linear VL;
+  VL.w = S.vpack.data(), VL.comp = S.vcomp.data(), VL.scale = vscale, VL.k = Tp, VL.n = hd;
+
+  const float scale = 1.f / std::sqrt((float)hd);
+  float q[kQueryBlock * 64], prob_scale[kQueryBlock], inv_sum[kQueryBlock];
+  std::fill(prob_scale, prob_scale + kQueryBlock, 1.f / 127.f);
+  for (int i0 = 0; i0 < T; i0 += kQueryBlock) {
+    const int rows = std::min(kQueryBlock, T - i0);
+    for (int i = 0; i < rows; ++i)
+      for (int e = 0; e < hd; ++e) q[i * hd + e] = qin[(i0 + i) * stride + e] * scale;
+    linear(KL, q, rows, scores);  // [rows][Tp]
+    // Unnormalised probabilities quantized as they are computed: the largest is exp(0) = 1, so every row's scale
+    // is 1/127 and no pass looks for it; normalised after the product.
+    for (int i = 0; i < rows; ++i) {
+      const float* s = scores + (size_t)i * Tp;
+      Act* p = S.probs.data() + (size_t)i * Tp;
+      const float mx = max_of(s, T);
+      float sum = 0;
+      for (int f = 0; f < T; ++f) {
+        const float e = expf(s[f] - mx);
+        sum += e;  // all of it: the many small probabilities that round to 0 still weigh in the normaliser
+        p[f] = to_act(e * 127.f);
+      }
+      for (int f = T; f < Tp; ++f) p[f] = to_act(0.f);
+      inv_sum[i] = 1.f / sum;
+    }
+    linear_blocks(VL, S.probs.data(), prob_scale, rows, S.pv.data(), 0, hd);  // [rows][hd]
+    for (int i = 0; i < rows; ++i) {
+      float* o = att + (size_t)(i0 + i) * d + hh * hd;
+      for (int e = 0; e < hd; ++e) o[e] = S.pv[(size_t)i * hd + e] * inv_sum[i];
+    }
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+void* create_encoder(int width, int heads, int layers, int n_mels, int ctx, const float* positions, const float* ln_g,
+                     const float* ln_b) {
+  Encoder* E = new Encoder();
+  E->width = width, E->heads = heads, E->layers = layers, E->n_mels = n_mels, E->ctx = ctx;
+  E->positions = positions, E->ln_g = ln_g, E->ln_b = ln_b;
+  E->layer.resize(layers);
+  return E;
+}
+
+void free_encoder(void* encoder) { delete static_cast<Encoder*>(encoder); }
+
+// which: 0 self query|key|value, 1 self out, 2 MLP up, 3 MLP down, 4 first convolution, 5 second (layer ignored).
+void set_encoder_linear(void* encoder, int layer, int which, const int8_t* w, const int32_t* comp, const float* scale,
+                        const float* bias, int k, int n) {
+  Encoder& E = *static_cast<Encoder*>(encoder);
+  Linear l;
+  l.w = w, l.comp = comp, l.scale = scale, l.bias = bias, l.k = k, l.n = n;
+  EncoderLayer& L = E.layer[layer];
+  Linear* slots[] = {&L.qkv, &L.out, &L.up, &L.down, &E.conv1, &E.conv2};
+  *slots[which] = l;
+}
+
+void set_encoder_norms(void* encoder, int layer, const float* g1, const float* b1, const float* g2, const float* b2) {
+  EncoderLayer& L = static_cast<Encoder*>(encoder)->layer[layer];
+  L.ln1_g = g1, L.ln1_b = b1, L.ln2_g = g2, L.ln2_b = b2;
+}
+
+// mel float32 [n_mels][frames] (frames even, <= 2 * ctx) -> out float32 [frames / 2][width], on `threads` threads.
+void encode(const void* encoder, const float* mel, int frames, float* out, int threads) {
+  const Encoder& E = *static_cast<const Encoder*>(encoder);
+  const int d = E.width, C = E.n_mels, T = frames / 2;
+  Buffers B;
+  B.cols.resize(std::max((size_t)frames * 3 * C, (size_t)T * 3 * d)), B.conv.resize((size_t)frames * d);
+  B.x.resize((size_t)T * d), B.h.resize((size_t)T * d), B.qkv.resize((size_t)T * 3 * d), B.att.resize((size_t)T * d);
+  B.up.resize((size_t)T * 4 * d);
+  float *cols = B.cols.data(), *conv = B.conv.data(), *x = B.x.data(), *h = B.h.data();
+
+  // Convolutions (kernel 3, padding 1) as products: row t holds its 3 neighbouring frames of every channel.
+  for (int t = 0; t < frames; ++t)
+    for (int c = 0; c < C; ++c)
+      for (int j = 0; j < 3; ++j) {
+        const int s = t + j - 1;
+        cols[((size_t)t * C + c) * 3 + j] = (s >= 0 && s < frames) ? mel[(size_t)c * frames + s] : 0.f;
+      }
+  linear_mt(E.conv1, cols, frames, conv, B, threads, true);
+  for (int t = 0; t < T; ++t)  // stride 2
+    for (int c = 0; c < d; ++c)
+      for (int j = 0; j < 3; ++j) {
+        const int s = 2 * t + j - 1;
+        cols[((size_t)t * d + c) * 3 + j] = (s >= 0 && s < frames) ? conv[(size_t)s * d + c] : 0.f;
+      }
+  linear_mt(E.conv2, cols, T, x, B, threads, true);
+  for (int t = 0; t < T; ++t)
+    for (int c = 0; c < d; ++c) x[(size_t)t * d + c] += E.positions[(size_t)t * d + c];
+
+  for (int l = 0; l < E.layers; ++l) {
+    const EncoderLayer& L = E.layer[l];
+    layer_norm(x, T, d, L.ln1_g, L.ln1_b, h);
+    linear_mt(L.qkv, h, T, B.qkv.data(), B, threads);
+    parallel(threads, E.heads, [&](int h0, int h1) {
+      for (int hh = h0; hh < h1; ++hh) attention_head(E, B.qkv.data(), T, hh, B.att.data());
+    });
+    linear_mt(L.out, B.att.data(), T, h, B, threads);
+    for (size_t i = 0; i < (size_t)T * d; ++i) x[i] += h[i];
+    layer_norm(x, T, d, L.ln2_g, L.ln2_b, h);
+    linear_mt(L.up, h, T, B.up.data(), B, threads, true);
+    linear_mt(L.down, B.up.data(), T, h, B, threads);
+    for (size_t i = 0; i < (size_t)T * d; ++i) x[i] += h[i];
+  }
+  layer_norm(x, T, d, E.ln_g, E.ln_b, out);
+}
+
+}  // extern "C"

@@ -1,0 +1,135 @@
+"""The native Whisper encoder (app.asr.native.encoder): close to openai-whisper's float32 encoder on real speech,
+the same result with any number of threads and either kernel family, and the words through the engine.
+
+Like the native decoder's tests (tests/test_asr_native.py), these need an x86-64 CPU with AVX2 and g++; elsewhere
+they are skipped with the reason (`auto` then picks another encoder, which its own tests cover).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.asr.audio import load_audio
+from app.asr.engines.faster import FasterWhisperEngine
+from app.asr.hygiene import clean_segments
+from app.asr.native import library
+from app.asr.native.encoder import NativeEncoder
+from app.asr.weights import openai_checkpoint
+from app.asr.wer import corpus_wer, find_reference
+
+SPEECH = Path(__file__).parent / "data" / "speech"
+CLIPS = ["jfk.mp3", "sense_and_sensibility_01_austen_64kb-0880.wav", "sense_and_sensibility_01_austen_64kb-0930.wav"]
+NO_NATIVE = library.missing()
+pytestmark = pytest.mark.skipif(NO_NATIVE is not None, reason=f"native library can't run here: {NO_NATIVE}")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(whisper_cache: Path) -> Path:
+    return Path(openai_checkpoint("tiny.en", whisper_cache))
+
+
+@pytest.fixture(scope="module")
+def native(checkpoint: Path, whisper_cache: Path) -> NativeEncoder:
+    return NativeEncoder(checkpoint, whisper_cache, threads=2)
+
+
+@pytest.fixture(scope="module")
+def mels() -> np.ndarray:
+    """(2, 80, 3000) log-mel of two real clips, each padded to 30 s."""
+    import torch
+    import whisper
+
+    rows = [whisper.pad_or_trim(load_audio(SPEECH / name)) for name in CLIPS[:2]]
+    return np.stack([whisper.log_mel_spectrogram(torch.from_numpy(a)).numpy() for a in rows])
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over frames of the cosine similarity of two (frames, width) feature arrays."""
+    per_frame = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return float(per_frame.mean())
+
+
+def test_native_encoder_is_close_to_openai_whispers_float32_encoder(
+    native: NativeEncoder, checkpoint: Path, mels: np.ndarray
+) -> None:
+    import torch
+    import whisper
+
+    from app.asr.encoder_input import encode_any_length
+
+    encoder = whisper.load_model(str(checkpoint), device="cpu").float().eval().encoder
+    for frames in (3000, 1000):  # a full window, and a short one cut after its speech (app.asr.encoder_input)
+        mel = np.ascontiguousarray(mels[:, :, :frames])
+        with torch.no_grad():
+            ref = encode_any_length(encoder, torch.from_numpy(mel)).numpy()
+        got = native(mel)
+        assert got.dtype == np.float32 and got.shape == ref.shape == (2, frames // 2, 384)
+        for row in range(2):
+            # int8 everywhere, attention included: 0.997-0.999 measured (ONNX Runtime's int8 export: 0.994-0.999).
+            assert cosine(got[row], ref[row]) > 0.995, (frames, row)
+        # A broken kernel is far below that bound; so is another row's features.
+        assert cosine(got[0], ref[1]) < 0.9
+
+
+def test_threads_change_the_speed_not_the_result(checkpoint: Path, whisper_cache: Path, mels: np.ndarray) -> None:
+    """Each output block and head is computed the same whichever thread takes it, so 1 thread, 2 threads and two
+    calls at once (which share the threads: one per decoding worker) give the same bits."""
+    mel = np.ascontiguousarray(mels[:1, :, :2000])
+    one = NativeEncoder(checkpoint, whisper_cache, threads=1)(mel)
+    two = NativeEncoder(checkpoint, whisper_cache, threads=2)
+    assert np.array_equal(two(mel), one)
+    results: list[np.ndarray] = []
+
+    def call() -> None:
+        results.append(two(mel))
+
+    workers = [threading.Thread(target=call) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert len(results) == 2 and all(np.array_equal(r, one) for r in results)
+
+
+def test_input_it_cannot_encode_is_refused(native: NativeEncoder, mels: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="even frames"):
+        native(np.ascontiguousarray(mels[:, :, :999]))
+    with pytest.raises(ValueError, match="even frames"):
+        native(np.zeros((1, 128, 1000), np.float32))  # large-v3's 128 mel bins for tiny.en's 80
+    with pytest.raises(ValueError, match="even frames"):
+        native(np.zeros((1, 80, 3002), np.float32))  # past the positional embedding
+
+
+def test_the_avx512_and_avx2_encoders_agree(
+    native: NativeEncoder, checkpoint: Path, whisper_cache: Path, mels: np.ndarray
+) -> None:
+    """Whichever kernel family this CPU builds, the other is built too (as in the decoder's test): the AVX2 kernels
+    with -mno-avx512f on an AVX-512 CPU, the AVX-512 ones through tests/avx512_emulation.h on any other. The
+    integer products agree exactly; float sums in another order can move a value to the neighbouring int8 step,
+    which the layers after carry on, so the bound is on the features, not the bits."""
+    emulation = ["-include", str(Path(__file__).with_name("avx512_emulation.h"))]
+    extra = ["-mno-avx512f"] if native.kernels == "avx512-vnni" else emulation
+    other = NativeEncoder(checkpoint, whisper_cache, threads=2, extra=extra)
+    assert {native.kernels, other.kernels} == {"avx512-vnni", "avx2"}
+    mel = np.ascontiguousarray(mels[:1, :, :1000])
+    a, b = native(mel)[0], other(mel)[0]
+    assert np.abs(a).max() > 1  # real features, not an untouched buffer
+    assert cosine(a, b) > 0.999  # 0.9998-0.9999 measured (Emerald Rapids: AVX-512 VNNI vs AVX2 vs emulated)
+
+
+@pytest.mark.slow
+def test_the_engine_with_the_native_encoder_gives_the_words(whisper_cache: Path) -> None:
+    engine = FasterWhisperEngine("tiny.en", batch_size=4, encoder="native", cache_dir=whisper_cache)
+    pairs = []
+    for name in CLIPS:
+        reference = find_reference(SPEECH / name)
+        assert reference
+        pairs.append(
+            (reference, " ".join(s.text for s in clean_segments(engine.transcribe(load_audio(SPEECH / name)))))
+        )
+    assert engine.encoder_used == "native-int8"
+    assert corpus_wer(pairs) <= 0.12
