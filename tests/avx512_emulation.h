@@ -4,6 +4,7 @@
 #pragma once
 #include <immintrin.h>  // first, so that its own definitions of these names are in place before the macros below
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -84,8 +85,10 @@ inline m512 mul_ps(m512 a, m512 b) {
   for (int i = 0; i < 16; ++i) a.v[i] *= b.v[i];
   return a;
 }
+// Fused, one rounding, as vfmadd: a plain a * b + c may be fused in one caller and not in another (the compiler
+// decides per loop), and two kernels with the same epilogue would then differ in the last bit.
 inline m512 fmadd_ps(m512 a, m512 b, m512 c) {
-  for (int i = 0; i < 16; ++i) c.v[i] += a.v[i] * b.v[i];
+  for (int i = 0; i < 16; ++i) c.v[i] = std::fma(a.v[i], b.v[i], c.v[i]);
   return c;
 }
 inline m512i sub_epi32(m512i a, m512i b) {

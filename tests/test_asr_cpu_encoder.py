@@ -28,10 +28,13 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
     assert cpu_encoder.cpu_flags(tmp_path / "missing") == set()
 
 
-def test_auto_takes_bf16_where_amx_does_the_matrix_products_else_int8() -> None:
-    assert cpu_encoder.auto_choice({"avx512f", "avx512bw", "avx512_vnni", "amx_bf16", "amx_tile"}) == "torch-bf16"
-    # AVX-512 VNNI without AMX (e.g. Zen 4/5): the native int8 encoder (vpdpbusd).
-    assert cpu_encoder.auto_choice({"avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"}) == "native"
+def test_auto_takes_the_native_encoder_on_avx512_vnni_cpus_and_falls_back_by_matrix_unit() -> None:
+    amx = {"avx512f", "avx512bw", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8"}
+    zen4 = {"avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"}
+    assert cpu_encoder.auto_choice(amx) == cpu_encoder.auto_choice(zen4) == "native"
+    # Without the native library: torch bf16 where AMX does its matrix products, else ONNX Runtime's int8.
+    assert cpu_encoder.fallback_choice(amx) == "torch-bf16"
+    assert cpu_encoder.fallback_choice(zen4) == "onnx"
     # AVX2-only CPUs and the rest: ONNX Runtime's int8 (the native AVX2 kernels are slower there).
     assert cpu_encoder.auto_choice({"avx2", "fma"}) == "onnx"
     assert cpu_encoder.auto_choice(set()) == "onnx"
@@ -54,19 +57,26 @@ def test_the_engine_loads_what_auto_chooses(
     assert engine.encoder_used == expected
 
 
-def test_auto_takes_onnx_where_the_native_library_cannot_be_built(
-    whisper_cache: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [({"avx512bw", "avx512_vnni"}, "onnx-int8"), ({"avx512bw", "avx512_vnni", "amx_bf16"}, "torch-bf16")],
+)
+def test_auto_falls_back_where_the_native_library_cannot_be_built(
+    whisper_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    flags: set[str],
+    expected: str,
 ) -> None:
     from app.asr.native import library
 
-    monkeypatch.setattr(cpu_encoder, "cpu_flags", lambda: {"avx512bw", "avx512_vnni"})
+    checkpoint = Path(openai_checkpoint("tiny.en", whisper_cache))
+    monkeypatch.setattr(cpu_encoder, "cpu_flags", lambda: flags)
     monkeypatch.setattr(library, "missing", lambda *a, **k: "no C++ compiler (g++) on PATH")
-    _, name = cpu_encoder.load(
-        "auto", Path(openai_checkpoint("tiny.en", whisper_cache)), whisper_cache, threads=2
-    )
-    assert name == "onnx-int8" and "native Whisper encoder unavailable (no C++ compiler" in caplog.text
+    _, name = cpu_encoder.load("auto", checkpoint, whisper_cache, threads=2)
+    assert name == expected and "native Whisper encoder unavailable (no C++ compiler" in caplog.text
     with pytest.raises(library.Unavailable, match="no C\\+\\+ compiler"):  # asked for by name: an error
-        cpu_encoder.load("native", Path(openai_checkpoint("tiny.en", whisper_cache)), whisper_cache, threads=2)
+        cpu_encoder.load("native", checkpoint, whisper_cache, threads=2)
 
 
 def test_an_explicit_encoder_that_cannot_load_is_an_error_not_a_silent_fallback() -> None:

@@ -12,6 +12,7 @@ from app.asr import encoder_input
 from app.asr.audio import SAMPLE_RATE, load_audio
 from app.asr.engines.faster import FasterWhisperEngine
 from app.asr.hygiene import clean_segments
+from app.asr.native import library as native_library
 from app.asr.weights import openai_checkpoint
 from app.asr.wer import corpus_wer, edit_distance, find_reference, normalize
 
@@ -98,7 +99,14 @@ class _Spy:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("encoder", ["torch-bf16", "onnx"])
+@pytest.mark.parametrize(
+    "encoder",
+    [
+        "torch-bf16",
+        "onnx",
+        pytest.param("native", marks=pytest.mark.skipif(native_library.missing() is not None, reason="no native")),
+    ],
+)
 def test_short_clips_encode_fewer_frames_and_keep_their_words(whisper_cache: Path, encoder: str) -> None:
     engines = {
         trim: FasterWhisperEngine("tiny.en", encoder=encoder, trim_encoder_input=trim, cache_dir=whisper_cache)

@@ -121,6 +121,34 @@ def test_the_avx512_and_avx2_encoders_agree(
     assert cosine(a, b) > 0.999  # 0.9998-0.9999 measured (Emerald Rapids: AVX-512 VNNI vs AVX2 vs emulated)
 
 
+def test_the_amx_path_gives_the_same_bits_as_vpdpbusd(
+    native: NativeEncoder, checkpoint: Path, whisper_cache: Path, mels: np.ndarray
+) -> None:
+    """AMX's tdpbusd and AVX-512's vpdpbusd add up the same uint8 x int8 products, and the epilogue is the same, so
+    the encoder's output is the same to the bit either way. On a CPU with AMX the library's own two paths are
+    compared; elsewhere the AMX path runs through tests/amx_emulation.h (plain C++), and the AVX-512 kernels too
+    through tests/avx512_emulation.h on a CPU without AVX-512."""
+    here = Path(__file__).parent
+    if native.amx:
+        encoder = native
+    else:
+        extra = ["-include", str(here / "amx_emulation.h")]
+        if native.kernels != "avx512-vnni":
+            extra = ["-include", str(here / "avx512_emulation.h"), *extra]
+        encoder = NativeEncoder(checkpoint, whisper_cache, threads=2, extra=extra)
+        assert encoder.amx and encoder.kernels == "avx512-vnni"
+    mel = np.ascontiguousarray(mels[:1, :, :398])  # 199 frames after the convolutions: a part-filled last tile
+    try:
+        assert encoder.lib.set_amx(1) == 1
+        tiles = encoder(mel)
+        assert encoder.lib.set_amx(0) == 0
+        vnni = encoder(mel)
+    finally:
+        encoder.lib.set_amx(1)
+    assert np.abs(tiles).max() > 1  # real features, not an untouched buffer
+    assert np.array_equal(tiles, vnni)
+
+
 @pytest.mark.slow
 def test_the_engine_with_the_native_encoder_gives_the_words(whisper_cache: Path) -> None:
     engine = FasterWhisperEngine("tiny.en", batch_size=4, encoder="native", cache_dir=whisper_cache)

@@ -4,22 +4,20 @@ The encoder is most of CPU transcription time once the decoder is native (app.as
 depends on the CPU's matrix units, so `auto` picks by what the CPU has (all take fewer than 3,000 frames: a short
 window is cut after its speech plus a margin, app.asr.encoder_input):
 
-- **AMX (bf16 tiles: Intel Sapphire Rapids and later)**: openai-whisper's own encoder in torch under bfloat16
-  autocast. oneDNN runs its matrix products on AMX: on an Emerald Rapids, 2 cores, 0.06-0.13 s per 30 s window
-  against 0.09-0.13 s for either int8 encoder below, and the bench 1.02x faster than with ONNX Runtime's int8,
-  1.13x than with the native one (docs/benchmarks.md, 2026-12-06). Output 0.9999 cosine-similar to float32.
-- **AVX-512 VNNI without AMX (AMD Zen 4/5; Intel Xeons whose AMX the VM hides)**: the native int8 encoder
-  (app.asr.native.encoder): every product int8 on vpdpbusd, attention's two included. On a Zen 4 it took 0.65x
-  ONNX Runtime's time at 1 thread, 0.85x at 2 (2026-12-04, the first version); on the Emerald Rapids above,
-  whose ONNX Runtime may use AMX for its int8 products, 1.0-1.1x. Closer to float32 than ONNX's int8 (0.997-0.999
-  cosine vs 0.994-0.999) and the lowest WER of the three there (dev episodes 12.14 % vs 12.86 % and 12.46 %).
-- **anything else** (AVX2, ARM): the int8 ONNX Runtime export (app.asr.onnx_encoder). The native library's AVX2
-  kernels (exact int16 products) run the encoder at a third of their AVX-512 speed (measured on the Emerald
-  Rapids: 2-3x ONNX Runtime's time there); not measured on an AVX2-only CPU, so ONNX stays the choice.
-  Without AMX, bf16 has no kernel that beats VNNI int8 (on a Zen 4 with AVX512-BF16 the bf16 encoder made the
-  bench 0.94-0.95x as fast as the ONNX one).
-
-`auto` falls back to ONNX where the native library can't be built (no g++), with a warning.
+- **AVX-512 VNNI (AMD Zen 4/5, Intel Ice Lake and later)**: the native int8 encoder (app.asr.native.encoder):
+  every product int8, attention's two included, on vpdpbusd, and on AMX tiles where the CPU has them (Sapphire
+  Rapids and later). On an Emerald Rapids with AMX the bench ran as fast as with torch bf16 (1.28x faster in one
+  of three runs, equal in two; 1.4-1.5x faster than with ONNX Runtime's int8, 2026-12-06); on a Zen 4 it took 0.65x
+  ONNX Runtime's time at 1 thread, 0.85x at 2 (2026-12-04, its first version). Closer to float32 than ONNX's int8
+  (0.997-0.999 cosine vs 0.994-0.999), and the lowest WER of the three (dev episodes 12.14 % vs 12.86 % ONNX,
+  12.46 % bf16; the bench's clips 7.22 % vs 8.33 % and 8.89 %).
+- **where the native library can't be built** (no g++): on AMX CPUs openai-whisper's own encoder in torch under
+  bfloat16 autocast (oneDNN on AMX; 0.9999 cosine-similar to float32), elsewhere the int8 ONNX Runtime export
+  (app.asr.onnx_encoder), with a warning. Without AMX, bf16 has no kernel that beats VNNI int8 (on a Zen 4 with
+  AVX512-BF16 the bf16 encoder made the bench 0.94-0.95x as fast as the ONNX one).
+- **anything else** (AVX2, ARM): the ONNX export. The native library's AVX2 kernels (exact int16 products) run the
+  encoder at a third of their AVX-512 speed (measured on the Emerald Rapids: 2-3x ONNX Runtime's time there); not
+  measured on an AVX2-only CPU, so ONNX stays the choice.
 
 CTranslate2's `Whisper.generate` accepts encoder output in place of log-mel features, so only the encoder
 changes hands: decoding, timestamps, beam search and the batched pipeline stay as they were.
@@ -56,11 +54,14 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
 
 def auto_choice(flags: set[str]) -> str:
     """The encoder `auto` means on a CPU with these flags."""
-    if "amx_bf16" in flags:
-        return "torch-bf16"
     if {"avx512_vnni", "avx512bw"} <= flags:
         return "native"
-    return "onnx"
+    return fallback_choice(flags)
+
+
+def fallback_choice(flags: set[str]) -> str:
+    """What `auto` takes where the native encoder can't run."""
+    return "torch-bf16" if "amx_bf16" in flags else "onnx"
 
 
 class TorchBf16Encoder:
@@ -101,15 +102,16 @@ def load(choice: str, checkpoint: Path, cache_dir: Path, *, threads: int) -> tup
     """(encoder, its name as engines report it) for `choice` in CHOICES other than ctranslate2."""
     if choice != "auto":
         return _load(choice, checkpoint, cache_dir, threads=threads)
-    choice = auto_choice(cpu_flags())
+    flags = cpu_flags()
+    choice = auto_choice(flags)
     if choice == "native":
         from app.asr.native.library import Unavailable
 
         try:
             return _load(choice, checkpoint, cache_dir, threads=threads)
         except Unavailable as exc:
-            log.warning("native Whisper encoder unavailable (%s); using the ONNX one", exc)
-            choice = "onnx"
+            choice = fallback_choice(flags)
+            log.warning("native Whisper encoder unavailable (%s); using %s", exc, choice)
     return _load(choice, checkpoint, cache_dir, threads=threads)
 
 

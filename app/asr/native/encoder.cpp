@@ -1,6 +1,6 @@
-// Whisper's audio encoder for x86-64 CPUs with AVX2 (AVX-512 VNNI where there is one): log-mel -> audio features,
-// every matrix product on kernels.h's int8 kernels: the two convolutions (as products over 3 neighbouring frames),
-// the linear layers, and both products of self-attention.
+// Whisper's audio encoder for x86-64 CPUs with AVX2 (AVX-512 VNNI where there is one, AMX tiles on top where there
+// are those): log-mel -> audio features, every matrix product on kernels.h's int8 kernels: the two convolutions (as
+// products over 3 neighbouring frames), the linear layers, and both products of self-attention.
 // Driven by app/asr/native/encoder.py; built by app/asr/native/library.py.
 // Why hand-written (docs/benchmarks.md): ONNX Runtime's int8 export spent 60 % of a 30 s window in its fused
 // float32 attention (1,500 x 1,500 scores per head); here the scores and the weighted sum of values are int8
@@ -60,7 +60,7 @@ void parallel(int threads, int n, F&& f) {
 
 // y[m][n] = in[m][k] x W^T + bias (GELU after, with `gelu_after`), output blocks shared among `threads`.
 void linear_mt(const Linear& L, const float* in, int m, float* y, Buffers& B, int threads, bool gelu_after = false) {
-  if (B.xq.size() < (size_t)m * L.k) B.xq.resize((size_t)m * L.k);
+  if (B.xq.size() < padded_rows(m) * L.k) B.xq.resize(padded_rows(m) * L.k);
   if (B.row_scale.size() < (size_t)m) B.row_scale.resize(m);
   quantize_activations(in, m, L.k, B.xq.data(), B.row_scale.data());
   const int blocks = (L.n + 15) / 16;
@@ -111,7 +111,9 @@ void pack_head(const float* rows, size_t stride, int T, int Tp, bool per_row, co
 
 // Self-attention of head hh over T frames: qkv [T][3 * width] (query | key | value) -> att[:, hh * 64 : + 64].
 void attention_head(const Encoder& E, const float* qkv, int T, int hh, float* att) {
-  const int d = E.width, hd = d / E.heads, Tp = (T + 15) / 16 * 16;
+  // Frames padded to 16 (a block of keys as outputs), or 64 for AMX (frames are the values' product's k).
+  const int pad = amx_active() ? 64 : 16;
+  const int d = E.width, hd = d / E.heads, Tp = (T + pad - 1) / pad * pad;
   HeadScratch& S = head_scratch;
   S.kpack.resize((size_t)Tp * hd), S.vpack.resize((size_t)hd * Tp), S.kcomp.resize(Tp), S.vcomp.resize(hd);
   S.scale.resize(Tp + hd), S.scores.resize((size_t)kQueryBlock * Tp), S.pv.resize((size_t)kQueryBlock * hd);

@@ -36,6 +36,7 @@ class NativeEncoder:
 
         self.lib = library.load(cache_dir, extra=extra)
         self.kernels = str(self.lib.kernels().decode())
+        self.amx = bool(self.lib.set_amx(-1))  # products with k a multiple of 64 on AMX tiles (kernels.h)
         enc = whisper.load_model(str(checkpoint), device="cpu").float().eval().encoder
         self.width = int(enc.conv1.weight.shape[0])
         self.n_mels = int(enc.conv1.weight.shape[1])

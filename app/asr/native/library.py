@@ -132,6 +132,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     p, i, z = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
     lib.kernels.argtypes = []
     lib.kernels.restype = ctypes.c_char_p
+    lib.set_amx.argtypes = [i]
+    lib.set_amx.restype = i
     lib.create_model.argtypes = [i, i, i, i, i, p, p, p, p]
     lib.create_model.restype = p
     lib.free_model.argtypes = [p]
