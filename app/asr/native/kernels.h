@@ -179,11 +179,6 @@ inline void quantize_activations(const float* in, int m, int k, Act* xq, float* 
   }
 }
 
-// Outputs [ob0, ob1) (multiples of 16, or n) of y[m][n] = xq x W^T + bias from quantized activations.
-// Output blocks outside, rows inside: a block's weights (16 x k int8, 6 KB for tiny's width) are read from memory
-// once and stay in L1 for every group of rows. (Rows outside streamed the whole matrix, 20 MB for the vocabulary
-// projection, once per group of rows.) Many rows (the encoder's 1,500 frames) go in tiles whose activations stay in
-// L2 while every output block passes over them.
 #ifdef PODBRIEF_AMX
 // Linux gives a process AMX's tile registers only once it asks (arch_prctl ARCH_REQ_XCOMP_PERM, XTILEDATA).
 inline bool amx_permitted() {
@@ -280,6 +275,11 @@ inline bool amx_active() { return false; }
 // Rows a product's activations must have room for: A tiles read whole groups of 16.
 inline size_t padded_rows(int m) { return (size_t)(m + 15) / 16 * 16; }
 
+// Outputs [ob0, ob1) (multiples of 16, or n) of y[m][n] = xq x W^T + bias from quantized activations.
+// With vpdpbusd (AMX tiles take the other order, linear_blocks_amx): output blocks outside, rows inside: a block's
+// weights (16 x k int8, 6 KB for tiny's width) are read from memory once and stay in L1 for every group of rows.
+// (Rows outside streamed the whole matrix, 20 MB for the vocabulary projection, once per group of rows.) Many rows
+// (the encoder's 1,500 frames) go in tiles whose activations stay in L2 while every output block passes over them.
 inline void linear_blocks(const Linear& L, const Act* xq, const float* row_scale, int m, float* y, int ob0, int ob1) {
   const int k = L.k, n = L.n;
 #ifdef PODBRIEF_AMX
