@@ -13,6 +13,7 @@ much CPU as tiny.en's decoding itself on 2 cores (4.7 s for a 266 s episode); Si
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from typing import Protocol, TypeVar
 
@@ -280,23 +281,26 @@ def second_pass(
     return sorted(out, key=lambda seg: seg.start)
 
 
-def _plain(text: str) -> list[str]:
-    """Words without case or punctuation: how two decodes of the same speech are compared."""
-    return [w for w in ("".join(c for c in word.lower() if c.isalnum() or c == "'") for word in text.split()) if w]
-
-
 def said_before(segment: Timed, earlier: Sequence[Timed]) -> bool:
     """Whether `segment` (from a redone tail) only repeats what the segments just before it already said.
 
     A window's last segment can end its timestamps seconds before its speech does (seen on a phone call with
     int8 encoders), so dropped_tails() sends speech that was decoded back for a second decode, which says it again
     ("I'm in New Jersey now, though. Chicago also. I'm in New Jersey now, though."). Such a redo is a run of the
-    last SEAM_WORDS words said before its start; a segment of fewer than SEAM_MIN_WORDS words ("Yeah.") is kept,
-    since people do repeat those.
+    last SEAM_WORDS words said before its start (compared as the WER compares them: app.asr.wer.normalize); a
+    segment of fewer than SEAM_MIN_WORDS words ("Yeah.") is kept, since people do repeat those. `earlier` is in
+    time order; only the segments just before `segment` are read (an hour-long episode has a thousand).
     """
-    words = _plain(segment.text)
+    from app.asr.wer import normalize
+
+    words = normalize(segment.text)
     if len(words) < SEAM_MIN_WORDS:
         return False
-    before = [w for seg in earlier if seg.start < segment.start for w in _plain(seg.text)][-SEAM_WORDS:]
+    before: list[str] = []
+    i = bisect.bisect_left([seg.start for seg in earlier], segment.start)
+    while i > 0 and len(before) < SEAM_WORDS:
+        i -= 1
+        before = normalize(earlier[i].text) + before
+    before = before[-SEAM_WORDS:]
     n = len(words)
     return any(before[i : i + n] == words for i in range(len(before) - n + 1))
