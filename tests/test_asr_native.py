@@ -332,9 +332,13 @@ def test_a_window_decodes_the_same_alone_or_in_a_batch_and_follows_the_timestamp
     call = dict(beam_size=2, suppress_tokens=[-1], return_scores=True, return_no_speech_prob=True)
     batch = native.generate(features, [[tokens.sot]] * len(pieces), **call)
     for i, result in enumerate(batch):
+        # Each call reuses the caches the one before left behind (BufferPool): stale values must not leak in.
         alone = native.generate(features[i : i + 1], [[tokens.sot]], **call)[0]
         assert result.sequences_ids == alone.sequences_ids
         assert result.scores == pytest.approx(alone.scores, abs=1e-5)
+        with native.threads(2):  # a lone worker's projection split between two threads: the same sums
+            shared = native.generate(features[i : i + 1], [[tokens.sot]], **call)[0]
+        assert shared.sequences_ids == alone.sequences_ids and shared.scores == alone.scores
         seq = result.sequences_ids[0]
         stamps = [t for t in seq if t >= tokens.timestamp_begin]
         assert seq[0] >= tokens.timestamp_begin and stamps == sorted(stamps)
@@ -343,6 +347,50 @@ def test_a_window_decodes_the_same_alone_or_in_a_batch_and_follows_the_timestamp
     short, full = batch[3].sequences_ids[0], batch[0].sequences_ids[0]
     assert 3 < len([t for t in short if t < tokens.eot]) < len([t for t in full if t < tokens.eot])
     assert short[1:3] == full[1:3]  # "And so"
+
+
+def test_buffer_pool_lends_the_smallest_free_array_that_fits_and_keeps_the_largest() -> None:
+    from app.asr.native.model import BufferPool
+
+    pool = BufferPool(keep=2)
+    a = pool.take(1000, np.float32)
+    assert a.shape == (1000,) and a.dtype == np.float32
+    view = a.reshape(10, 100)
+    pool.give(view)  # a view gives back the whole array
+    b = pool.take(500, np.float32)
+    assert np.shares_memory(a, b) and b.shape == (500,)  # reused, cut to the size asked
+    assert not np.shares_memory(pool.take(500, np.float32), b)  # lent out already: a new one
+    pool.give(b)
+    pool.give(b)
+    assert not np.shares_memory(pool.take(500, np.uint16), a)  # another dtype never gets it
+    assert np.shares_memory(pool.take(500, np.float32), a)
+    assert not np.shares_memory(pool.take(500, np.float32), a)  # given back twice, lent once
+
+    pool = BufferPool(keep=2)
+    arrays = [pool.take(n, np.float32) for n in (10, 2000, 5000)]
+    for x in arrays:
+        pool.give(x)
+    # keep=2: the two largest stay, the smallest is dropped; the smallest one that fits is lent first.
+    assert np.shares_memory(pool.take(800, np.float32), arrays[1])
+    assert np.shares_memory(pool.take(800, np.float32), arrays[2])
+    assert not np.shares_memory(pool.take(5, np.float32), arrays[0])
+
+
+def test_decoder_threads_are_per_calling_thread_and_restored() -> None:
+    import threading
+
+    gen = generate.NativeGenerator.__new__(generate.NativeGenerator)
+    gen._local = threading.local()
+    seen: list[int] = []
+    with gen.threads(4):
+        assert gen._local.threads == 4
+        other = threading.Thread(target=lambda: seen.append(getattr(gen._local, "threads", 1)))
+        other.start()
+        other.join()
+        with gen.threads(0):
+            assert gen._local.threads == 1  # never below one
+        assert gen._local.threads == 4
+    assert gen._local.threads == 1 and seen == [1]
 
 
 class _SlotLog:

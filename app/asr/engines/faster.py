@@ -134,9 +134,9 @@ class FasterWhisperEngine:
         self.workers, self.threads_per_worker = cpu_layout(self.cpu_threads) if parallel else (1, self.cpu_threads)
         self.vad = vad
         self.beam_size = beam_size
-        # auto on CPU: torch bf16 on AMX CPUs, the native int8 encoder on other AVX-512 VNNI CPUs, else the int8
-        # ONNX export (app.asr.cpu_encoder), when there is a local model and a cache folder; else CTranslate2's
-        # own. encoder_used says which runs once loaded.
+        # auto on CPU: the native int8 encoder on AVX-512 VNNI CPUs (AMX tiles where there are), else the int8
+        # ONNX export (torch bf16 on AMX CPUs without a g++; app.asr.cpu_encoder), when there is a local model and
+        # a cache folder; else CTranslate2's own. encoder_used says which runs once loaded.
         self.encoder = encoder
         # Short windows: the encoder sees the speech + 5 s, not 30 s (app.asr.encoder_input; swapped encoders only).
         self.trim_encoder_input = trim_encoder_input
@@ -151,6 +151,7 @@ class FasterWhisperEngine:
             self.name = "faster-whisper-sequential"
         self._model: Any = None
         self._pipeline: Any = None
+        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     def _load(self) -> None:
@@ -277,11 +278,24 @@ class FasterWhisperEngine:
             return out
 
         if len(runs) == 1:
-            yield from decode(0)
+            # Alone on the CPU: the native decoder may share each step among every core (the encoder does).
+            with self._decoder_threads(self.cpu_threads):
+                yield from decode(0)
             return
-        with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="asr") as pool:
-            for result in pool.map(decode, range(len(runs))):
-                yield from result
+        for result in self._workers().map(decode, range(len(runs))):
+            yield from result
+
+    def _workers(self) -> ThreadPoolExecutor:
+        """The decoding workers' threads, kept from call to call: what they keep per thread (the native encoder's
+        and decoder's buffers) stays allocated rather than being mapped and zeroed again each transcription."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="asr")
+            return self._pool
+
+    def _decoder_threads(self, n: int) -> contextlib.AbstractContextManager[Any]:
+        generator = getattr(getattr(self._model, "model", None), "generator", None)
+        return generator.threads(n) if generator is not None else contextlib.nullcontext()
 
     def transcribe(
         self, audio: np.ndarray, *, word_timestamps: bool = False, progress: Progress | None = None

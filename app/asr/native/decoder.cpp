@@ -35,6 +35,15 @@ struct Scratch {
 };
 thread_local Scratch scratch;
 
+// How far ahead of its loads the attention loops prefetch, in float16 values: 8 KB. A step reads every window's
+// keys and values once (9.2 MB a window for tiny), stream after stream of 192 KB; without the hint the hardware
+// prefetcher restarts at each 4 KB page and the step ran at ~half the core's bandwidth (13.2 -> 11.1 ms a step at
+// 8 windows x 3 beams, docs/benchmarks.md). -DPODBRIEF_PREFETCH=N overrides it, for measuring.
+#ifndef PODBRIEF_PREFETCH
+#define PODBRIEF_PREFETCH 4096
+#endif
+constexpr size_t kPrefetchHalves = PODBRIEF_PREFETCH;
+
 #ifdef PODBRIEF_AVX512
 // Attention scores of NB beams' queries (pre-scaled, 64 each) against one head's keys, 16 frames at a time:
 // K is [frames16 / 16][64][16] float16, scores [NB][frames16]. NB is a template argument so the accumulators
@@ -47,6 +56,7 @@ void cross_scores(const uint16_t* K, const float (*qs)[64], int fp, float* score
     for (int b = 0; b < NB; ++b) a0[b] = _mm512_setzero_ps(), a1[b] = _mm512_setzero_ps();
     const uint16_t* Kf = K + (size_t)f * 64;
     for (int e = 0; e < 64; e += 2) {
+      _mm_prefetch((const char*)(Kf + kPrefetchHalves + (size_t)e * 16), _MM_HINT_T0);
       const __m512 k0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(Kf + (size_t)e * 16)));
       const __m512 k1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(Kf + (size_t)(e + 1) * 16)));
       for (int b = 0; b < NB; ++b) {
@@ -65,6 +75,8 @@ void cross_values(const uint16_t* V, const float* p, int fp, int frames, float* 
   for (int b = 0; b < NB; ++b)
     for (int c = 0; c < 4; ++c) o[b][c] = _mm512_setzero_ps();
   for (int f = 0; f < frames; ++f) {
+    _mm_prefetch((const char*)(V + kPrefetchHalves + (size_t)f * 64), _MM_HINT_T0);
+    _mm_prefetch((const char*)(V + kPrefetchHalves + (size_t)f * 64 + 32), _MM_HINT_T0);
     __m512 v[4];
     for (int c = 0; c < 4; ++c) v[c] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(V + (size_t)f * 64 + 16 * c)));
     for (int b = 0; b < NB; ++b) {
@@ -139,8 +151,14 @@ void cross_values_n(int nb, const uint16_t* V, const float* p, int fp, int frame
   }
 }
 
-// Floats in one slot of the self-attention cache: [layers][key|value][heads][ctx][head_dim].
-size_t slot_floats(const Model& M) { return (size_t)M.layers * 2 * M.width * M.ctx; }
+// Positions of the self-attention cache, rounded up to the 16 that the attention kernels take at a time.
+int ctx16(const Model& M) { return (M.ctx + 15) / 16 * 16; }
+
+// uint16 (float16) values in one slot of the self-attention cache: [layers][key|value][heads][ctx16 * head_dim],
+// keys and values of a head in the cross-attention layouts (keys [ctx16 / 16][64][16], values [ctx16][64]), so the
+// same kernels read them: half the bytes of float32 and 16 positions a vector, where a float32 row a position
+// summed each dot product across the vector (that was 25 % of a step at 100 tokens, 8 windows x 3 beams).
+size_t slot_halves(const Model& M) { return (size_t)M.layers * 2 * M.width * ctx16(M); }
 
 // uint16 (float16) values in one window slot of the cross cache: [layers][key|value][heads][frames16 * head_dim].
 size_t cross_slot_halves(const Model& M, int frames) {
@@ -202,7 +220,7 @@ void set_layer_norms(void* model, int layer, const float* g1, const float* b1, c
   L.ln1_g = g1, L.ln1_b = b1, L.ln2_g = g2, L.ln2_b = b2, L.ln3_g = g3, L.ln3_b = b3;
 }
 
-size_t self_slot_floats(const void* model) { return slot_floats(*static_cast<const Model*>(model)); }
+size_t self_slot_size(const void* model) { return slot_halves(*static_cast<const Model*>(model)); }
 size_t cross_slot_size(const void* model, int frames) {
   return cross_slot_halves(*static_cast<const Model*>(model), frames);
 }
@@ -217,11 +235,38 @@ void cross_kv(const void* model, const float* features, int frames, uint16_t* ou
   Scratch& S = scratch;
   if (S.kv.size() < (size_t)frames * d) S.kv.resize((size_t)frames * d);
   float* kv = S.kv.data();
+#ifndef PODBRIEF_AVX512
   std::memset(out, 0, cross_slot_halves(M, frames) * sizeof(uint16_t));
+#endif
   for (int l = 0; l < M.layers; ++l) {
     for (int which = 0; which < 2; ++which) {
       linear(which == 0 ? M.layer[l].cross_k : M.layer[l].cross_v, features, frames, kv);
       uint16_t* dst = out + ((size_t)l * 2 + which) * d * fp;
+#ifdef PODBRIEF_AVX512
+      // 16 values a conversion (one at a time was ~5 ms a window); padding frames written as zeros.
+      const __m512i rows16 = _mm512_mullo_epi32(
+          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(d));
+      for (int h = 0; h < H; ++h) {
+        uint16_t* head = dst + (size_t)h * hd * fp;
+        if (which == 0) {  // keys [fp / 16][64][16]: 16 frames of one dimension, gathered down the column
+          for (int f0 = 0; f0 < fp; f0 += 16) {
+            const int n = std::min(16, frames - f0);
+            const __mmask16 valid = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << std::max(n, 0)) - 1);
+            for (int e = 0; e < hd; ++e) {
+              const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, rows16,
+                                                        kv + (size_t)f0 * d + h * hd + e, 4);
+              _mm256_storeu_si256((__m256i*)(head + ((size_t)(f0 / 16) * hd + e) * 16), _mm512_cvtps_ph(v, 0));
+            }
+          }
+        } else {  // values [fp][64]
+          for (int f = 0; f < frames; ++f)
+            for (int c = 0; c < hd; c += 16)
+              _mm256_storeu_si256((__m256i*)(head + (size_t)f * hd + c),
+                                  _mm512_cvtps_ph(_mm512_loadu_ps(kv + (size_t)f * d + h * hd + c), 0));
+          std::memset(head + (size_t)frames * hd, 0, (size_t)(fp - frames) * hd * sizeof(uint16_t));
+        }
+      }
+#else
       for (int h = 0; h < H; ++h)
         for (int f = 0; f < frames; ++f)
           for (int e = 0; e < hd; ++e) {
@@ -231,29 +276,33 @@ void cross_kv(const void* model, const float* features, int frames, uint16_t* ou
             else
               dst[((size_t)h * fp + f) * hd + e] = v;
           }
+#endif
     }
   }
 }
 
-// Positions [0, length) of self-attention slot src copied into slot dst (a beam taking over another's history).
-void copy_slot(const void* model, float* cache, int dst, int src, int length) {
+// Positions [0, length) of self-attention slot src copied into slot dst (a beam taking over another's history):
+// whole blocks of 16 positions (the keys' layout), values past `length` along with them, never read.
+void copy_slot(const void* model, uint16_t* cache, int dst, int src, int length) {
   const Model& M = *static_cast<const Model*>(model);
-  const int hd = M.width / M.heads;
-  const size_t per = slot_floats(M);
+  const size_t hd = M.width / M.heads, region = (size_t)ctx16(M) * hd, per = slot_halves(M);
+  const size_t n = std::min((size_t)(length + 15) / 16 * 16, (size_t)ctx16(M)) * hd;
   for (int lk = 0; lk < M.layers * 2 * M.heads; ++lk)
-    std::memcpy(cache + dst * per + (size_t)lk * M.ctx * hd, cache + src * per + (size_t)lk * M.ctx * hd,
-                (size_t)length * hd * sizeof(float));
+    std::memcpy(cache + dst * per + lk * region, cache + src * per + lk * region, n * sizeof(uint16_t));
 }
 
 // One decoding step at position `pos` for rows = windows x beams (a window's beams are consecutive rows).
-// row_slot[r]: row r's slot in `cache` (float32, self_slot_floats per slot); window_slot[w]: window w's slot in
-// `cross` (cross_slot_size(frames) per slot). logits: float32 [rows][vocab].
+// row_slot[r]: row r's slot in `cache` (float16, self_slot_size per slot); window_slot[w]: window w's slot in
+// `cross` (cross_slot_size(frames) per slot). logits: float32 [rows][vocab]. `threads`: how many share the
+// vocabulary projection (20 MB of int8 weights for tiny's 51,864 tokens, read once a step: most of a step of a
+// few rows), for a lone decoding worker whose encoder also takes every core; the rest of the step runs on one.
 void step(const void* model, const int32_t* tokens, int rows, int windows, const int32_t* row_slot,
-          const int32_t* window_slot, int frames, int pos, float* cache, const uint16_t* cross, float* logits) {
+          const int32_t* window_slot, int frames, int pos, uint16_t* cache, const uint16_t* cross, float* logits,
+          int threads) {
   const Model& M = *static_cast<const Model*>(model);
-  const int d = M.width, H = M.heads, hd = d / H, ctx = M.ctx, beams = rows / windows;
+  const int d = M.width, H = M.heads, hd = d / H, ctx = ctx16(M), beams = rows / windows;
   const int fp = (frames + 15) / 16 * 16;
-  const size_t self_per = slot_floats(M), cross_per = cross_slot_halves(M, frames);
+  const size_t self_per = slot_halves(M), cross_per = cross_slot_halves(M, frames);
   const float scale = 1.f / std::sqrt((float)hd);
   Scratch& S = scratch;
   S.x.resize((size_t)rows * d), S.h.resize((size_t)rows * d), S.qkv.resize((size_t)rows * 3 * d);
@@ -269,25 +318,23 @@ void step(const void* model, const int32_t* tokens, int rows, int windows, const
     // Self-attention over positions 0..pos.
     layer_norm(x, rows, d, L.ln1_g, L.ln1_b, h);
     linear(L.qkv, h, rows, qkv);
+    const int seen = pos + 1, seen16 = (seen + 15) / 16 * 16;
     for (int r = 0; r < rows; ++r) {
-      float* keys = cache + row_slot[r] * self_per + (size_t)l * 2 * d * ctx;
-      float* values = keys + (size_t)d * ctx;
+      uint16_t* keys = cache + row_slot[r] * self_per + (size_t)l * 2 * d * ctx;
+      uint16_t* values = keys + (size_t)d * ctx;
       for (int hh = 0; hh < H; ++hh) {
-        float* kr = keys + (size_t)hh * ctx * hd;
-        float* vr = values + (size_t)hh * ctx * hd;
+        uint16_t* K = keys + (size_t)hh * ctx * hd;
+        uint16_t* V = values + (size_t)hh * ctx * hd;
         const float* q = &qkv[(size_t)r * 3 * d + hh * hd];
-        std::memcpy(kr + (size_t)pos * hd, q + d, hd * sizeof(float));
-        std::memcpy(vr + (size_t)pos * hd, q + 2 * d, hd * sizeof(float));
-        for (int t = 0; t <= pos; ++t) {
-          float s = 0;
-          for (int e = 0; e < hd; ++e) s += q[e] * kr[(size_t)t * hd + e];
-          scores[t] = s * scale;
-        }
-        softmax(scores, pos + 1);
+        uint16_t* kb = K + (size_t)(pos / 16) * 16 * hd + pos % 16;  // this position's lane of its key block
+        for (int e = 0; e < hd; ++e) kb[(size_t)e * 16] = _cvtss_sh(q[d + e], 0);
+        for (int e = 0; e < hd; ++e) V[(size_t)pos * hd + e] = _cvtss_sh(q[2 * d + e], 0);
+        float qs[1][64];
+        for (int e = 0; e < hd; ++e) qs[0][e] = q[e] * scale;
         float* o = &att[(size_t)r * d + hh * hd];
-        std::fill(o, o + hd, 0.f);
-        for (int t = 0; t <= pos; ++t)
-          for (int e = 0; e < hd; ++e) o[e] += scores[t] * vr[(size_t)t * hd + e];
+        cross_scores_n(1, K, qs, seen16, scores);
+        softmax(scores, seen);
+        cross_values_n(1, V, scores, seen16, seen, &o);
       }
     }
     linear(L.out, att, rows, h);
@@ -325,12 +372,12 @@ void step(const void* model, const int32_t* tokens, int rows, int windows, const
     // MLP with the exact (erf) GELU Whisper uses.
     layer_norm(x, rows, d, L.ln3_g, L.ln3_b, h);
     linear(L.up, h, rows, up);
-    for (size_t i = 0; i < (size_t)rows * 4 * d; ++i) up[i] = 0.5f * up[i] * (1.f + erff(up[i] * 0.70710678f));
+    gelu(up, (size_t)rows * 4 * d);
     linear(L.down, up, rows, h);
     for (size_t i = 0; i < (size_t)rows * d; ++i) x[i] += h[i];
   }
   layer_norm(x, rows, d, M.ln_g, M.ln_b, h);
-  linear(M.projection, h, rows, logits);
+  linear(M.projection, h, rows, logits, threads);
 }
 
 // The token choice of one step, per row, as openai-whisper's logit filters and decoder make it:
@@ -350,14 +397,19 @@ void choose(float* logits, int rows, int vocab, const int32_t* suppress, int n_s
     for (int i = 0; i < text_end[r]; ++i) z[i] = kNeg;
     for (int i = ts_begin; i < std::min(ts_lo[r], vocab); ++i) z[i] = kNeg;
     for (int i = std::max(ts_hi[r], ts_begin); i < vocab; ++i) z[i] = kNeg;
-    // Separate simple loops: each vectorises (expf through libmvec, float sums under -ffast-math).
+    // Separate simple loops: each vectorises (float maxima and sums under -ffast-math; the exponentials by
+    // exp_nonpositive on AVX-512, through libmvec on AVX2).
     float mx = kNeg, text_max = kNeg;
     for (int i = 0; i < ts_begin; ++i) text_max = std::max(text_max, z[i]);
     for (int i = ts_begin; i < vocab; ++i) mx = std::max(mx, z[i]);
     mx = std::max(mx, text_max);
+#ifdef PODBRIEF_AVX512
+    const float text = sum_exp<false>(z, ts_begin, mx), ts = sum_exp<false>(z + ts_begin, vocab - ts_begin, mx);
+#else
     float text = 0, ts = 0;
     for (int i = 0; i < ts_begin; ++i) text += expf(z[i] - mx);
     for (int i = ts_begin; i < vocab; ++i) ts += expf(z[i] - mx);
+#endif
     // log P(any timestamp) > log P(best text token) <=> sum exp(ts) > exp(text_max) (same normaliser).
     const bool ts_wins = ts > 0 && std::log(ts) + mx > text_max;
     if (ts_wins)

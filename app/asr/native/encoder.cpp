@@ -9,8 +9,6 @@
 //   and what makes per-frame int8 keys accurate, as SageAttention does) and quantized per frame, queries per row;
 // - values: probabilities quantized per row (its largest is 1 before normalising), values per dimension.
 // Output 0.997-0.999 cosine-similar to openai-whisper's float32 encoder on real speech (ONNX int8: 0.994-0.999).
-#include <thread>
-
 #include "kernels.h"
 
 namespace {
@@ -27,12 +25,20 @@ struct Encoder {
   std::vector<EncoderLayer> layer;
 };
 
-// One call's buffers (a call owns them; several decoding workers encode at once).
+// A call's buffers, one set per calling thread (several decoding workers encode at once), kept from call to call:
+// ~35 MB for a 30 s window, which a fresh allocation has the kernel map and zero again at every call.
 struct Buffers {
   std::vector<float> cols, conv, x, h, qkv, att, up;
   std::vector<Act> xq;
   std::vector<float> row_scale;
 };
+thread_local Buffers buffers;
+
+// v.size() >= n, without shrinking (a shorter window after a longer one reuses what is there).
+template <class T>
+void grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
 
 // A head's attention buffers, one set per thread.
 struct HeadScratch {
@@ -44,19 +50,6 @@ struct HeadScratch {
 thread_local HeadScratch head_scratch;
 
 constexpr int kQueryBlock = 32;  // query rows a pass: their scores (32 x 1,500 floats) stay in L2
-
-// f(begin, end) over [0, n) cut into `threads` contiguous parts, the calling thread taking the first. Threads are
-// started per call (~30 us each, ~20 calls per window): cheap next to a window's 30-200 ms, and nothing spins
-// between calls to take a core from the other decoding worker.
-template <class F>
-void parallel(int threads, int n, F&& f) {
-  threads = std::max(1, std::min(threads, n));
-  if (threads == 1) return f(0, n);
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back([&, t] { f((int)((long)n * t / threads), (int)((long)n * (t + 1) / threads)); });
-  f(0, (int)((long)n / threads));
-  for (auto& th : pool) th.join();
-}
 
 // y[m][n] = in[m][k] x W^T + bias (GELU after, with `gelu_after`), output blocks shared among `threads`.
 void linear_mt(const Linear& L, const float* in, int m, float* y, Buffers& B, int threads, bool gelu_after = false) {
@@ -70,6 +63,70 @@ void linear_mt(const Linear& L, const float* in, int m, float* y, Buffers& B, in
     if (gelu_after)
       for (int i = 0; i < m; ++i) gelu(y + (size_t)i * L.n + ob0, ob1 - ob0);
   });
+}
+
+#ifdef PODBRIEF_AVX512
+// pack_head's keys (per_row), 64 values a vector: the same arithmetic (cvtps2dq rounds to nearest even, as
+// nearbyint does), so the same bytes; a frame's 64 int8 are pack_weights' 16 groups of 4, one every 64 bytes (one
+// scatter). The scalar loop spent 15-20 % of attention_head here.
+void pack_keys(const float* rows, size_t stride, int T, int Tp, const float* shift, int8_t* pack, int32_t* comp,
+               float* scale) {
+  __m512 sh[4];
+  for (int c = 0; c < 4; ++c) sh[c] = _mm512_loadu_ps(shift + 16 * c);
+  const __m512i lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(16));  // group j of a row: dword 16 j of its block
+  for (int f = 0; f < T; ++f) {
+    __m512 v[4];
+    __m512 amax = _mm512_setzero_ps();
+    for (int c = 0; c < 4; ++c) {
+      v[c] = _mm512_sub_ps(_mm512_loadu_ps(rows + f * stride + 16 * c), sh[c]);
+      amax = _mm512_max_ps(amax, _mm512_abs_ps(v[c]));
+    }
+    const float a = _mm512_reduce_max_ps(amax);
+    scale[f] = a / 127.f;
+    const __m512 inv = _mm512_set1_ps(a > 0 ? 127.f / a : 0.f);
+    __m512i sum = _mm512_setzero_si512();
+    __m512i bytes = _mm512_setzero_si512();
+    for (int c = 0; c < 4; ++c) {
+      const __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(v[c], inv));
+      sum = _mm512_add_epi32(sum, q);
+      bytes = _mm512_inserti32x4(bytes, _mm512_cvtepi32_epi8(q), c);
+    }
+    comp[f] = 128 * _mm512_reduce_add_epi32(sum);
+    int8_t* block = pack + (size_t)(f / 16) * 16 * 64 + (f % 16) * 4;
+    _mm512_i32scatter_epi32(block, lanes, bytes, 4);
+  }
+  std::fill(scale + T, scale + Tp, 0.f);
+}
+#endif
+
+// p[f] = the activation of exp(s[f] - mx) * 127 for f < T (a row of unnormalised probabilities, quantized as they
+// are computed); returns the sum of the exponentials (all of them: the many small ones that round to 0 still
+// weigh in the normaliser).
+inline float exp_quantize(const float* s, int T, float mx, Act* p) {
+#ifdef PODBRIEF_AVX512
+  // Hand-vectorised: the compiler's loop (256-bit, a call into libmvec, int32 -> uint8 through two permutes) was
+  // ~40 % of attention_head.
+  const __m512 m = _mm512_set1_ps(mx), k127 = _mm512_set1_ps(127.f);
+  const __m128i shift = _mm_set1_epi8((char)0x80);  // + 128 for 0..127: uint8 for vpdpbusd / tdpbusd
+  __m512 sum = _mm512_setzero_ps();
+  for (int f = 0; f < T; f += 16) {
+    const __mmask16 valid = T - f >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (T - f)) - 1);
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(valid, s + f), m));
+    sum = _mm512_mask_add_ps(sum, valid, sum, e);
+    const __m128i q = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(e, k127)));
+    _mm_mask_storeu_epi8(p + f, valid, _mm_xor_si128(q, shift));
+  }
+  return _mm512_reduce_add_ps(sum);
+#else
+  float sum = 0;
+  for (int f = 0; f < T; ++f) {
+    const float e = expf(s[f] - mx);
+    sum += e;
+    p[f] = to_act(e * 127.f);
+  }
+  return sum;
+#endif
 }
 
 // Quantizes rows[f][0..64) (row stride `stride`; f < T, rows T..Tp zero) straight into pack_weights' layout, for a
@@ -89,6 +146,9 @@ void pack_head(const float* rows, size_t stride, int T, int Tp, bool per_row, co
   }
   std::fill(comp, comp + n, 0);
   std::memset(pack, 0, (size_t)(n + 15) / 16 * 16 * k);
+#ifdef PODBRIEF_AVX512
+  if (per_row) return pack_keys(rows, stride, T, Tp, shift, pack, comp, scale);
+#endif
   for (int f = 0; f < T; ++f) {
     const float* r = rows + f * stride;
     float v[hd];
@@ -151,13 +211,7 @@ void attention_head(const Encoder& E, const float* qkv, int T, int hh, float* at
     for (int i = 0; i < rows; ++i) {
       const float* s = scores + (size_t)i * Tp;
       Act* p = S.probs.data() + (size_t)i * Tp;
-      const float mx = max_of(s, T);
-      float sum = 0;
-      for (int f = 0; f < T; ++f) {
-        const float e = expf(s[f] - mx);
-        sum += e;  // all of it: the many small probabilities that round to 0 still weigh in the normaliser
-        p[f] = to_act(e * 127.f);
-      }
+      const float sum = exp_quantize(s, T, max_of(s, T), p);
       for (int f = T; f < Tp; ++f) p[f] = to_act(0.f);
       inv_sum[i] = 1.f / sum;
     }
@@ -204,10 +258,10 @@ void set_encoder_norms(void* encoder, int layer, const float* g1, const float* b
 void encode(const void* encoder, const float* mel, int frames, float* out, int threads) {
   const Encoder& E = *static_cast<const Encoder*>(encoder);
   const int d = E.width, C = E.n_mels, T = frames / 2;
-  Buffers B;
-  B.cols.resize(std::max((size_t)frames * 3 * C, (size_t)T * 3 * d)), B.conv.resize((size_t)frames * d);
-  B.x.resize((size_t)T * d), B.h.resize((size_t)T * d), B.qkv.resize((size_t)T * 3 * d), B.att.resize((size_t)T * d);
-  B.up.resize((size_t)T * 4 * d);
+  Buffers& B = buffers;
+  grow(B.cols, std::max((size_t)frames * 3 * C, (size_t)T * 3 * d)), grow(B.conv, (size_t)frames * d);
+  grow(B.x, (size_t)T * d), grow(B.h, (size_t)T * d), grow(B.qkv, (size_t)T * 3 * d), grow(B.att, (size_t)T * d);
+  grow(B.up, (size_t)T * 4 * d);
   float *cols = B.cols.data(), *conv = B.conv.data(), *x = B.x.data(), *h = B.h.data();
 
   // Convolutions (kernel 3, padding 1) as products: row t holds its 3 neighbouring frames of every channel.

@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VNNI__)
@@ -295,13 +296,33 @@ inline void linear_blocks(const Linear& L, const Act* xq, const float* row_scale
   }
 }
 
-// y[m][n] = in[m][k] x W^T + bias, activations quantized per row to int8 (scale amax / 127).
-inline void linear(const Linear& L, const float* in, int m, float* y) {
+
+// f(begin, end) over [0, n) cut into `threads` contiguous parts, the calling thread taking the first. Threads are
+// started per call (~30 us each, ~20 calls per encoder window, one per decoder step): cheap next to a window's 30-200 ms or
+// the vocabulary projection's ~1 ms, and nothing spins between calls to take a core from the other decoding worker.
+template <class F>
+void parallel(int threads, int n, F&& f) {
+  threads = std::max(1, std::min(threads, n));
+  if (threads == 1) return f(0, n);
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back([&, t] { f((int)((long)n * t / threads), (int)((long)n * (t + 1) / threads)); });
+  f(0, (int)((long)n / threads));
+  for (auto& th : pool) th.join();
+}
+
+// y[m][n] = in[m][k] x W^T + bias, activations quantized per row to int8 (scale amax / 127) by the calling thread,
+// output blocks shared among `threads`.
+inline void linear(const Linear& L, const float* in, int m, float* y, int threads = 1) {
   Activations& A = activations;
   if (A.xq.size() < padded_rows(m) * L.k) A.xq.resize(padded_rows(m) * L.k);
   if (A.row_scale.size() < (size_t)m) A.row_scale.resize(m);
   quantize_activations(in, m, L.k, A.xq.data(), A.row_scale.data());
-  linear_blocks(L, A.xq.data(), A.row_scale.data(), m, y, 0, L.n);
+  const Act* xq = A.xq.data();
+  const float* row_scale = A.row_scale.data();
+  const int blocks = (L.n + 15) / 16;
+  parallel(threads, blocks, [&](int b0, int b1) {
+    linear_blocks(L, xq, row_scale, m, y, b0 * 16, std::min(L.n, b1 * 16));
+  });
 }
 
 inline void layer_norm(const float* in, int m, int d, const float* g, const float* b, float* out) {
@@ -316,18 +337,6 @@ inline void layer_norm(const float* in, int m, int d, const float* g, const floa
   }
 }
 
-inline void softmax(float* s, int n) {
-  float mx = -1e30f, sum = 0;
-  for (int i = 0; i < n; ++i) mx = std::max(mx, s[i]);
-  for (int i = 0; i < n; ++i) sum += (s[i] = expf(s[i] - mx));
-  const float inv = 1.f / sum;
-  for (int i = 0; i < n; ++i) s[i] *= inv;
-}
-
-// Whisper's GELU (the exact, erf one), in place.
-inline void gelu(float* v, size_t n) {
-  for (size_t i = 0; i < n; ++i) v[i] = 0.5f * v[i] * (1.f + erff(v[i] * 0.70710678f));
-}
 
 // Where weight (o, j) of an n x k matrix lies in pack_weights' layout [n/16][k/kPairs][16][kPairs].
 inline size_t packed_index(int o, int j, int k) {
@@ -358,6 +367,82 @@ inline float max_of(const float* v, int n) {
 #endif
   for (; i < n; ++i) m = std::max(m, v[i]);
   return m;
+}
+
+#ifdef PODBRIEF_AVX512
+// exp(x) for x <= 0, 16 at a time: 2^(x log2 e) = 2^n 2^r, r in [-1/2, 1/2] by its Taylor polynomial of degree 6
+// (relative error < 2e-7, expf's own order), 2^n by vscalefps. x is clamped at -87 (exp = 1.6e-38, a normal
+// float): nothing below rounds to anything but 0 after x 127, and no denormal reaches a multiply.
+inline __m512 exp_nonpositive(__m512 x) {
+  const __m512 t = _mm512_mul_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(1.44269504f));
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_sub_ps(t, n);
+  __m512 p = _mm512_set1_ps(1.5403530e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3333558e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.6181291e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.5504109e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.4022651e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.9314718e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  return _mm512_scalef_ps(p, n);
+}
+
+// Sum of exp(s[i] - mx) over [0, n), each written back to s when `store` (masked 16 at a time).
+template <bool store>
+inline float sum_exp(float* s, int n, float mx) {
+  const __m512 m = _mm512_set1_ps(mx);
+  __m512 sum = _mm512_setzero_ps();
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 valid = n - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+    const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(valid, s + i), m));
+    if (store) _mm512_mask_storeu_ps(s + i, valid, e);
+    sum = _mm512_mask_add_ps(sum, valid, sum, e);
+  }
+  return _mm512_reduce_add_ps(sum);
+}
+
+// erf(x), 16 at a time: Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7, float32's own order next to 1).
+inline __m512 erf16(__m512 x) {
+  const __m512 a = _mm512_abs_ps(x);
+  const __m512 d = _mm512_fmadd_ps(a, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.f));
+  __m512 t = _mm512_rcp14_ps(d);  // 14 bits, and one Newton step: ~28
+  t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.f)));
+  __m512 p = _mm512_set1_ps(1.061405429f);
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+  p = _mm512_mul_ps(p, t);
+  const __m512 y = _mm512_fnmadd_ps(p, exp_nonpositive(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a)),
+                                    _mm512_set1_ps(1.f));
+  return _mm512_mask_sub_ps(y, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps(), y);
+}
+#endif
+
+inline void softmax(float* s, int n) {
+  const float mx = max_of(s, n);
+#ifdef PODBRIEF_AVX512
+  // exp by exp_nonpositive (the compiler's loop went through libmvec at 256 bits: -march's tuning prefers those).
+  const float sum = sum_exp<true>(s, n, mx);
+#else
+  float sum = 0;
+  for (int i = 0; i < n; ++i) sum += (s[i] = expf(s[i] - mx));
+#endif
+  const float inv = 1.f / sum;
+  for (int i = 0; i < n; ++i) s[i] *= inv;
+}
+
+// Whisper's GELU (the exact, erf one), in place.
+inline void gelu(float* v, size_t n) {
+  size_t i = 0;
+#ifdef PODBRIEF_AVX512
+  for (; i + 16 <= n; i += 16) {
+    const __m512 x = _mm512_loadu_ps(v + i);
+    const __m512 e = erf16(_mm512_mul_ps(x, _mm512_set1_ps(0.70710678f)));
+    _mm512_storeu_ps(v + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(e, _mm512_set1_ps(1.f))));
+  }
+#endif
+  for (; i < n; ++i) v[i] = 0.5f * v[i] * (1.f + erff(v[i] * 0.70710678f));
 }
 
 // w: n x k int8, row-major, k a multiple of kPairs -> out: (n rounded up to 16) x k packed as the kernels read it

@@ -7,6 +7,7 @@ row (symmetric int8, like CTranslate2's int8); layer norms, embeddings and biase
 from __future__ import annotations
 
 import ctypes
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,8 @@ class NativeModel:
             self._keep += norms
             self.lib.set_layer_norms(self.handle, i, *map(ptr, norms))
         self._linear(0, PROJECTION, emb, None)  # the vocabulary projection is the token embedding (tied)
-        self.slot_floats = int(self.lib.self_slot_floats(self.handle))
+        self.slot_size = int(self.lib.self_slot_size(self.handle))  # float16 values a beam's self-attention slot
+        self._buffers = BufferPool()
 
     def __del__(self) -> None:
         handle = getattr(self, "handle", None)
@@ -81,15 +83,22 @@ class NativeModel:
 
     def caches(self, features: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
         """(self-attention cache with `slots` row slots, cross cache with window i's audio keys/values in slot i)
-        for encoder output `features` (windows, frames, width)."""
+        for encoder output `features` (windows, frames, width). Lent from a pool: give them back with release()
+        (or let them go; the pool then allocates anew)."""
         windows, frames = features.shape[0], features.shape[1]
-        # np.empty: a step reads only positions already written, and untouched pages cost nothing.
-        cache = np.empty((slots, self.slot_floats), np.float32)
-        cross = np.empty((windows, int(self.lib.cross_slot_size(self.handle, frames))), np.uint16)
+        # Uninitialised: a step reads only positions already written, and cross_kv writes every value.
+        cache = self._buffers.take(slots * self.slot_size, np.uint16).reshape(slots, self.slot_size)
+        cross_slot = int(self.lib.cross_slot_size(self.handle, frames))
+        cross = self._buffers.take(windows * cross_slot, np.uint16).reshape(windows, cross_slot)
         for i in range(windows):
             f = np.ascontiguousarray(features[i], dtype=np.float32)
             self.lib.cross_kv(self.handle, ptr(f), frames, cross[i].ctypes.data_as(ctypes.c_void_p))
         return cache, cross
+
+    def release(self, *arrays: np.ndarray) -> None:
+        """Gives caches() arrays back to the pool, for the next call to reuse."""
+        for a in arrays:
+            self._buffers.give(a)
 
     def copy_slot(self, cache: np.ndarray, dst: int, src: int, length: int) -> None:
         self.lib.copy_slot(self.handle, ptr(cache), dst, src, length)
@@ -104,14 +113,50 @@ class NativeModel:
         pos: int,
         cache: np.ndarray,
         cross: np.ndarray,
+        threads: int = 1,
     ) -> np.ndarray:
-        """Logits (rows, vocab) for `tokens` (one per row, int32) at position `pos`."""
+        """Logits (rows, vocab) for `tokens` (one per row, int32) at position `pos`; `threads` share the
+        vocabulary projection."""
         logits = np.empty((len(tokens), self.vocab), np.float32)
         self.lib.step(
             self.handle, ptr(tokens), len(tokens), windows, ptr(row_slot), ptr(window_slot), frames, pos,
-            ptr(cache), ptr(cross), ptr(logits),
+            ptr(cache), ptr(cross), ptr(logits), max(1, threads),
         )  # fmt: skip
         return logits
+
+
+class BufferPool:
+    """Flat arrays lent out and given back, so a decoding call writes into pages an earlier one already mapped.
+
+    Why: a fresh array's pages are zeroed by the kernel as they are first touched, under transparent huge pages
+    2 MB at a time, and a step touches the self-attention cache sparsely (a few positions of each head's 448):
+    allocating the caches anew each call spent 5-10 % of a transcription zeroing memory (perf, docs/
+    benchmarks.md). What the pool keeps (at most `keep` arrays, the largest) stays mapped between calls."""
+
+    def __init__(self, keep: int = 8) -> None:
+        self._free: list[np.ndarray] = []
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def take(self, size: int, dtype: Any) -> np.ndarray:
+        """A 1-d array of `size` elements of `dtype`, uninitialised: the smallest free one that fits, or new."""
+        with self._lock:
+            fits = [i for i, b in enumerate(self._free) if b.dtype == dtype and b.size >= size]
+            if fits:
+                return self._free.pop(min(fits, key=lambda i: self._free[i].size))[:size]
+        return np.empty(size, dtype)
+
+    def give(self, array: np.ndarray) -> None:
+        """Takes back an array take() lent (or a view of one: its whole buffer returns)."""
+        base = array
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        with self._lock:
+            if any(b is base for b in self._free):
+                return
+            self._free.append(base)
+            self._free.sort(key=lambda b: -b.nbytes)
+            del self._free[self._keep :]
 
 
 def packed_linear(lib: Any, w: np.ndarray, bias: np.ndarray | None) -> tuple[list[np.ndarray], tuple[Any, ...]]:
