@@ -38,7 +38,8 @@ thread_local Scratch scratch;
 // How far ahead of its loads the attention loops prefetch, in float16 values: 8 KB. A step reads every window's
 // keys and values once (9.2 MB a window for tiny), stream after stream of 192 KB; without the hint the hardware
 // prefetcher restarts at each 4 KB page and the step ran at ~half the core's bandwidth (13.2 -> 11.1 ms a step at
-// 8 windows x 3 beams, docs/benchmarks.md). -DPODBRIEF_PREFETCH=N overrides it, for measuring.
+// 8 windows x 3 beams, docs/benchmarks.md; the AVX2 kernels 24.3 -> 22.6-23.1 ms on the same Intel CPU, not yet
+// measured on an AMD one). -DPODBRIEF_PREFETCH=N overrides it, for measuring.
 #ifndef PODBRIEF_PREFETCH
 #define PODBRIEF_PREFETCH 4096
 #endif
@@ -95,6 +96,7 @@ void cross_scores(const uint16_t* K, const float (*qs)[64], int fp, float* score
     for (int b = 0; b < NB; ++b) a0[b] = _mm256_setzero_ps(), a1[b] = _mm256_setzero_ps();
     const uint16_t* Kf = K + (size_t)f * 64;
     for (int e = 0; e < 64; ++e) {
+      if (e % 2 == 0) _mm_prefetch((const char*)(Kf + kPrefetchHalves + (size_t)e * 16), _MM_HINT_T0);
       const __m256 k0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(Kf + (size_t)e * 16)));
       const __m256 k1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(Kf + (size_t)e * 16 + 8)));
       for (int b = 0; b < NB; ++b) {
@@ -119,6 +121,10 @@ void cross_values(const uint16_t* V, const float* p, int fp, int frames, float* 
     for (int b = 0; b < NB; ++b)
       for (int c = 0; c < C; ++c) o[b][c] = _mm256_setzero_ps();
     for (int f = 0; f < frames; ++f) {
+      if (c0 == 0) {  // the first pass over the frames brings them in (the second reads them from cache)
+        _mm_prefetch((const char*)(V + kPrefetchHalves + (size_t)f * 64), _MM_HINT_T0);
+        _mm_prefetch((const char*)(V + kPrefetchHalves + (size_t)f * 64 + 32), _MM_HINT_T0);
+      }
       __m256 v[C];
       for (int c = 0; c < C; ++c)
         v[c] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(V + (size_t)f * 64 + 8 * (c0 + c))));
