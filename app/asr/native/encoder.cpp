@@ -29,16 +29,8 @@ struct Encoder {
 // ~35 MB for a 30 s window, which a fresh allocation has the kernel map and zero again at every call.
 struct Buffers {
   std::vector<float> cols, conv, x, h, qkv, att, up;
-  std::vector<Act> xq;
-  std::vector<float> row_scale;
 };
 thread_local Buffers buffers;
-
-// v.size() >= n, without shrinking (a shorter window after a longer one reuses what is there).
-template <class T>
-void grow(std::vector<T>& v, size_t n) {
-  if (v.size() < n) v.resize(n);
-}
 
 // A head's attention buffers, one set per thread.
 struct HeadScratch {
@@ -50,20 +42,6 @@ struct HeadScratch {
 thread_local HeadScratch head_scratch;
 
 constexpr int kQueryBlock = 32;  // query rows a pass: their scores (32 x 1,500 floats) stay in L2
-
-// y[m][n] = in[m][k] x W^T + bias (GELU after, with `gelu_after`), output blocks shared among `threads`.
-void linear_mt(const Linear& L, const float* in, int m, float* y, Buffers& B, int threads, bool gelu_after = false) {
-  if (B.xq.size() < padded_rows(m) * L.k) B.xq.resize(padded_rows(m) * L.k);
-  if (B.row_scale.size() < (size_t)m) B.row_scale.resize(m);
-  quantize_activations(in, m, L.k, B.xq.data(), B.row_scale.data());
-  const int blocks = (L.n + 15) / 16;
-  parallel(threads, blocks, [&](int b0, int b1) {
-    const int ob0 = b0 * 16, ob1 = std::min(L.n, b1 * 16);
-    linear_blocks(L, B.xq.data(), B.row_scale.data(), m, y, ob0, ob1);
-    if (gelu_after)
-      for (int i = 0; i < m; ++i) gelu(y + (size_t)i * L.n + ob0, ob1 - ob0);
-  });
-}
 
 #ifdef PODBRIEF_AVX512
 // pack_head's keys (per_row), 64 values a vector: the same arithmetic (cvtps2dq rounds to nearest even, as
@@ -271,29 +249,29 @@ void encode(const void* encoder, const float* mel, int frames, float* out, int t
         const int s = t + j - 1;
         cols[((size_t)t * C + c) * 3 + j] = (s >= 0 && s < frames) ? mel[(size_t)c * frames + s] : 0.f;
       }
-  linear_mt(E.conv1, cols, frames, conv, B, threads, true);
+  linear(E.conv1, cols, frames, conv, threads, true);
   for (int t = 0; t < T; ++t)  // stride 2
     for (int c = 0; c < d; ++c)
       for (int j = 0; j < 3; ++j) {
         const int s = 2 * t + j - 1;
         cols[((size_t)t * d + c) * 3 + j] = (s >= 0 && s < frames) ? conv[(size_t)s * d + c] : 0.f;
       }
-  linear_mt(E.conv2, cols, T, x, B, threads, true);
+  linear(E.conv2, cols, T, x, threads, true);
   for (int t = 0; t < T; ++t)
     for (int c = 0; c < d; ++c) x[(size_t)t * d + c] += E.positions[(size_t)t * d + c];
 
   for (int l = 0; l < E.layers; ++l) {
     const EncoderLayer& L = E.layer[l];
     layer_norm(x, T, d, L.ln1_g, L.ln1_b, h);
-    linear_mt(L.qkv, h, T, B.qkv.data(), B, threads);
+    linear(L.qkv, h, T, B.qkv.data(), threads);
     parallel(threads, E.heads, [&](int h0, int h1) {
       for (int hh = h0; hh < h1; ++hh) attention_head(E, B.qkv.data(), T, hh, B.att.data());
     });
-    linear_mt(L.out, B.att.data(), T, h, B, threads);
+    linear(L.out, B.att.data(), T, h, threads);
     for (size_t i = 0; i < (size_t)T * d; ++i) x[i] += h[i];
     layer_norm(x, T, d, L.ln2_g, L.ln2_b, h);
-    linear_mt(L.up, h, T, B.up.data(), B, threads, true);
-    linear_mt(L.down, B.up.data(), T, h, B, threads);
+    linear(L.up, h, T, B.up.data(), threads, true);
+    linear(L.down, B.up.data(), T, h, threads);
     for (size_t i = 0; i < (size_t)T * d; ++i) x[i] += h[i];
   }
   layer_norm(x, T, d, E.ln_g, E.ln_b, out);

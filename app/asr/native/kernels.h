@@ -320,6 +320,14 @@ inline void linear_blocks(const Linear& L, const Act* xq, const float* row_scale
   }
 }
 
+inline void gelu(float* v, size_t n);  // below, with the other AVX-512 float loops
+
+// v.size() >= n, without shrinking (a shorter window after a longer one reuses what is there).
+template <class T>
+void grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
 // f(begin, end) over [0, n) cut into `threads` contiguous parts, the calling thread taking the first. Threads are
 // started per call (~30 us each; ~20 calls per encoder window, one per decoder step): cheap next to a window's
 // 30-200 ms or the vocabulary projection's ~1 ms, and nothing spins between calls to take a core from the other
@@ -335,18 +343,21 @@ void parallel(int threads, int n, F&& f) {
   for (auto& th : pool) th.join();
 }
 
-// y[m][n] = in[m][k] x W^T + bias, activations quantized per row to int8 (scale amax / 127) by the calling thread,
-// output blocks shared among `threads`.
-inline void linear(const Linear& L, const float* in, int m, float* y, int threads = 1) {
+// y[m][n] = in[m][k] x W^T + bias (GELU after, with `gelu_after`), activations quantized per row to int8 (scale
+// amax / 127) by the calling thread, output blocks shared among `threads`.
+inline void linear(const Linear& L, const float* in, int m, float* y, int threads = 1, bool gelu_after = false) {
   Activations& A = activations;
-  if (A.xq.size() < padded_rows(m) * L.k) A.xq.resize(padded_rows(m) * L.k);
-  if (A.row_scale.size() < (size_t)m) A.row_scale.resize(m);
+  grow(A.xq, padded_rows(m) * L.k);
+  grow(A.row_scale, (size_t)m);
   quantize_activations(in, m, L.k, A.xq.data(), A.row_scale.data());
   const Act* xq = A.xq.data();
   const float* row_scale = A.row_scale.data();
   const int blocks = (L.n + 15) / 16;
   parallel(threads, blocks, [&](int b0, int b1) {
-    linear_blocks(L, xq, row_scale, m, y, b0 * 16, std::min(L.n, b1 * 16));
+    const int ob0 = b0 * 16, ob1 = std::min(L.n, b1 * 16);
+    linear_blocks(L, xq, row_scale, m, y, ob0, ob1);
+    if (gelu_after)
+      for (int i = 0; i < m; ++i) gelu(y + (size_t)i * L.n + ob0, ob1 - ob0);
   });
 }
 
