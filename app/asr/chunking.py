@@ -297,7 +297,7 @@ def said_before(segment: Timed, earlier: Sequence[Timed]) -> bool:
     if len(words) < SEAM_MIN_WORDS:
         return False
     before: list[str] = []
-    i = bisect.bisect_left([seg.start for seg in earlier], segment.start)
+    i = bisect.bisect_left(earlier, segment.start, key=lambda seg: seg.start)  # no list of every start
     while i > 0 and len(before) < SEAM_WORDS:
         i -= 1
         before = normalize(earlier[i].text) + before

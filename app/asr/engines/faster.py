@@ -152,6 +152,7 @@ class FasterWhisperEngine:
         self._model: Any = None
         self._pipeline: Any = None
         self._pool: ThreadPoolExecutor | None = None
+        self._generator: Any = None  # the native decoder's NativeGenerator, once swapped in
         self._lock = threading.Lock()
 
     def _load(self) -> None:
@@ -215,6 +216,7 @@ class FasterWhisperEngine:
             log.warning("native Whisper decoder unavailable (%s: %s); using CTranslate2's", type(exc).__name__, exc)
             return
         self._model.model = DecoderSwap(self._model.model, generator)
+        self._generator = generator
         self.decoder_used = "native"
 
     def warm_up(self) -> None:
@@ -294,8 +296,7 @@ class FasterWhisperEngine:
             return self._pool
 
     def _decoder_threads(self, n: int) -> contextlib.AbstractContextManager[Any]:
-        generator = getattr(getattr(self._model, "model", None), "generator", None)
-        return generator.threads(n) if generator is not None else contextlib.nullcontext()
+        return self._generator.threads(n) if self._generator is not None else contextlib.nullcontext()
 
     def transcribe(
         self, audio: np.ndarray, *, word_timestamps: bool = False, progress: Progress | None = None
