@@ -28,21 +28,27 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path: Path) -> None:
     assert cpu_encoder.cpu_flags(tmp_path / "missing") == set()
 
 
-def test_auto_takes_the_native_encoder_on_avx512_vnni_cpus_and_falls_back_by_matrix_unit() -> None:
+def test_auto_takes_the_native_encoder_where_its_kernels_run_and_falls_back_by_matrix_unit() -> None:
     amx = {"avx512f", "avx512bw", "avx512_vnni", "amx_bf16", "amx_tile", "amx_int8"}
     zen4 = {"avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"}
     assert cpu_encoder.auto_choice(amx) == cpu_encoder.auto_choice(zen4) == "native"
     # Without the native library: torch bf16 where AMX does its matrix products, else ONNX Runtime's int8.
     assert cpu_encoder.fallback_choice(amx) == "torch-bf16"
     assert cpu_encoder.fallback_choice(zen4) == "onnx"
-    # AVX2-only CPUs and the rest: ONNX Runtime's int8 (the native AVX2 kernels are slower there).
+    # AVX2 CPUs (Zen 3): the native AVX2 kernels, which need FMA and F16C too; the rest: ONNX Runtime's int8.
+    assert cpu_encoder.auto_choice({"avx2", "fma", "f16c"}) == "native"
     assert cpu_encoder.auto_choice({"avx2", "fma"}) == "onnx"
     assert cpu_encoder.auto_choice(set()) == "onnx"
 
 
 @pytest.mark.parametrize(
     ("flags", "expected"),
-    [({"amx_bf16"}, "torch-bf16"), ({"avx512bw", "avx512_vnni"}, "native-int8"), ({"avx2"}, "onnx-int8")],
+    [
+        ({"amx_bf16"}, "torch-bf16"),
+        ({"avx512bw", "avx512_vnni"}, "native-int8"),
+        ({"avx2", "fma", "f16c"}, "native-int8"),
+        ({"avx2"}, "onnx-int8"),
+    ],
 )
 def test_the_engine_loads_what_auto_chooses(
     whisper_cache: Path, monkeypatch: pytest.MonkeyPatch, flags: set[str], expected: str

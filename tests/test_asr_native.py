@@ -288,6 +288,45 @@ def test_the_avx512_and_avx2_kernels_compute_the_same_steps(
 
 
 @needs_native
+@pytest.mark.parametrize("family", ["this cpu's", "the other"])
+def test_int8_products_are_exact_integer_sums_up_to_each_kernels_weight_limit(family: str, whisper_cache: Path) -> None:
+    """library.product runs linear() on integer-valued activations whose largest is 127 and weight scales of 1, so
+    the output is the integer sum itself. AVX-512 has one kernel, exact at 8 bits. AVX2 has two: the linear
+    layers' int16 kernel (exact at 8 bits) and the uint8 one that attention's products use, exact only for weights
+    up to 63. Full-range weights saturate its vpmaddubsw, which is why it is never given them."""
+    from app.asr.native.model import ptr
+
+    ours = library.load(whisper_cache)
+    emulation = ["-include", str(Path(__file__).with_name("avx512_emulation.h"))]
+    other = ["-mno-avx512f"] if ours.kernels() == b"avx512-vnni" else emulation
+    lib = ours if family == "this cpu's" else library.load(whisper_cache, extra=other)
+    avx2 = lib.kernels() == b"avx2"
+    m, k, n = 7, 256, 40  # a full group of rows and a remainder; two blocks of 16 outputs and a part
+    rng = np.random.default_rng(0)
+
+    def product(w: np.ndarray, x: np.ndarray, exact: bool) -> np.ndarray:
+        y = np.full((m, n), np.nan, np.float32)
+        lib.product(ptr(w), n, k, ptr(x), m, ptr(y), int(exact))
+        return y
+
+    def want(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return x.astype(np.int64) @ w.T.astype(np.int64)  # at most 256 x 127 x 127: exact in float32 too
+
+    x = rng.integers(-127, 128, (m, k)).astype(np.float32)
+    x[:, 0] = 127  # each row's largest magnitude is 127: it quantizes to itself
+    extreme = (np.where(np.arange(m)[:, None] % 2 == 0, 127, -127) * np.ones((m, k))).astype(np.float32)
+    for exact, limit in ((True, 127), (False, 63 if avx2 else 127)):
+        w = rng.integers(-limit, limit + 1, (n, k)).astype(np.int8)
+        np.testing.assert_array_equal(product(w, x, exact), want(w, x), err_msg=f"exact={exact}")
+        # Every pair of products at the largest magnitudes, of both signs.
+        top = (np.where(np.arange(n)[:, None] % 2 == 0, limit, -limit) * np.ones((n, k))).astype(np.int8)
+        np.testing.assert_array_equal(product(top, extreme, exact), want(top, extreme), err_msg=f"exact={exact}")
+    full = np.full((n, k), 127, np.int8)
+    saturated = not np.array_equal(product(full, extreme, False), want(full, extreme))
+    assert saturated == avx2
+
+
+@needs_native
 @pytest.mark.slow
 def test_native_transcribes_what_ctranslate2s_does(whisper_cache: Path) -> None:
     engines = {

@@ -134,9 +134,9 @@ class FasterWhisperEngine:
         self.workers, self.threads_per_worker = cpu_layout(self.cpu_threads) if parallel else (1, self.cpu_threads)
         self.vad = vad
         self.beam_size = beam_size
-        # auto on CPU: the native int8 encoder on AVX-512 VNNI CPUs (AMX tiles where there are), else the int8
-        # ONNX export (torch bf16 on AMX CPUs without a g++; app.asr.cpu_encoder), when there is a local model and
-        # a cache folder; else CTranslate2's own. encoder_used says which runs once loaded.
+        # auto on CPU: the native int8 encoder on AVX2 and AVX-512 VNNI CPUs (AMX tiles where there are), else the
+        # int8 ONNX export (torch bf16 on AMX CPUs without a g++; app.asr.cpu_encoder), when there is a local model
+        # and a cache folder; else CTranslate2's own. encoder_used says which runs once loaded.
         self.encoder = encoder
         # Short windows: the encoder sees the speech + 5 s, not 30 s (app.asr.encoder_input; swapped encoders only).
         self.trim_encoder_input = trim_encoder_input

@@ -41,7 +41,8 @@ struct HeadScratch {
 };
 thread_local HeadScratch head_scratch;
 
-constexpr int kQueryBlock = 32;  // query rows a pass: their scores (32 x 1,500 floats) stay in L2
+// Query rows a pass: their scores (32 x 1,500 floats) stay in L2; a multiple of the kernels' row group (8, or 6).
+constexpr int kQueryBlock = 32 / kRows * kRows;
 
 #ifdef PODBRIEF_AVX512
 // pack_head's keys (per_row), 64 values a vector: the same arithmetic (cvtps2dq rounds to nearest even, as
@@ -97,8 +98,27 @@ inline float exp_quantize(const float* s, int T, float mx, Act* p) {
   }
   return _mm512_reduce_add_ps(sum);
 #else
+  // 32 at a time, narrowed as quantize_activations narrows (kernels.h): libmvec's expf and a scalar narrowing were
+  // 10 % of the AVX2 encoder.
+  const __m256 m = _mm256_set1_ps(mx), k127 = _mm256_set1_ps(127.f);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), top = _mm256_set1_epi8((char)0x80);
+  __m256 sum8 = _mm256_setzero_ps();
+  int f = 0;
+  for (; f + 32 <= T; f += 32) {
+    __m256i q[4];
+    for (int c = 0; c < 4; ++c) {
+      const __m256 e = exp_nonpositive8(_mm256_sub_ps(_mm256_loadu_ps(s + f + 8 * c), m));
+      sum8 = _mm256_add_ps(sum8, e);
+      q[c] = _mm256_cvtps_epi32(_mm256_mul_ps(e, k127));
+    }
+    const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+    _mm256_storeu_si256((__m256i*)(p + f), _mm256_xor_si256(_mm256_permutevar8x32_epi32(b, order), top));
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, sum8);
   float sum = 0;
-  for (int f = 0; f < T; ++f) {
+  for (float v : lanes) sum += v;
+  for (; f < T; ++f) {
     const float e = expf(s[f] - mx);
     sum += e;
     p[f] = to_act(e * 127.f);
@@ -107,7 +127,8 @@ inline float exp_quantize(const float* s, int T, float mx, Act* p) {
 #endif
 }
 
-// Quantizes rows[f][0..64) (row stride `stride`; f < T, rows T..Tp zero) straight into pack_weights' layout, for a
+// Quantizes rows[f][0..64) (row stride `stride`; f < T, rows T..Tp zero) to kWeightMax (127, or 63 for the AVX2
+// kernels: kernels.h) straight into pack_weights' layout, for a
 // product with n x k = (per_row ? Tp x 64 : 64 x Tp): keys are weights with a frame per output (a scale per
 // frame), values transposed, a dimension per output (a scale per dimension). comp and scale: per output.
 void pack_head(const float* rows, size_t stride, int T, int Tp, bool per_row, const float* shift, int8_t* pack,
@@ -120,7 +141,7 @@ void pack_head(const float* rows, size_t stride, int T, int Tp, bool per_row, co
     std::fill(amax, amax + hd, 1e-12f);
     for (int f = 0; f < T; ++f)
       for (int e = 0; e < hd; ++e) amax[e] = std::fmax(amax[e], std::fabs(rows[f * stride + e] - shift[e]));
-    for (int e = 0; e < hd; ++e) scale[e] = amax[e] / 127.f, inv[e] = 127.f / amax[e];
+    for (int e = 0; e < hd; ++e) scale[e] = amax[e] / kWeightMax, inv[e] = kWeightMax / amax[e];
   }
   std::fill(comp, comp + n, 0);
   std::memset(pack, 0, (size_t)(n + 15) / 16 * 16 * k);
@@ -134,8 +155,8 @@ void pack_head(const float* rows, size_t stride, int T, int Tp, bool per_row, co
     if (per_row) {
       float amax = 0;
       for (int e = 0; e < hd; ++e) amax = std::fmax(amax, std::fabs(v[e]));
-      scale[f] = amax / 127.f;
-      std::fill(inv, inv + hd, amax > 0 ? 127.f / amax : 0.f);
+      scale[f] = amax / kWeightMax;
+      std::fill(inv, inv + hd, amax > 0 ? (float)kWeightMax / amax : 0.f);
     }
     for (int e = 0; e < hd; ++e) {
       const int8_t q = (int8_t)std::nearbyint(v[e] * inv[e]);
@@ -222,6 +243,7 @@ void set_encoder_linear(void* encoder, int layer, int which, const int8_t* w, co
   Encoder& E = *static_cast<Encoder*>(encoder);
   Linear l;
   l.w = w, l.comp = comp, l.scale = scale, l.bias = bias, l.k = k, l.n = n;
+  l.exact = true;  // 8-bit weights, packed by pack() (kernels.h)
   EncoderLayer& L = E.layer[layer];
   Linear* slots[] = {&L.qkv, &L.out, &L.up, &L.down, &E.conv1, &E.conv2};
   *slots[which] = l;

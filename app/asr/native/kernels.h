@@ -2,14 +2,20 @@
 // (encoder.cpp) share; app/asr/native/library.py builds every .cpp in this folder into one library with
 //   g++ -O3 -march=native -ffast-math -shared -fPIC kernels.cpp decoder.cpp encoder.cpp -lmvec
 // Internal linkage (an anonymous namespace): each file gets its own copy, inlined where it is used.
-// Activations are quantized per row to int8; the int8 products have two kernels with the same integer result:
+// Activations are quantized per row to int8; the int8 products have these kernels:
 // - AVX-512 VNNI (kAvx512): weights packed [n/16][k/4][16][4], one 64-byte load feeds one vpdpbusd per row.
 //   vpdpbusd multiplies uint8 by int8, so activations are shifted to uint8:
 //     y[i][o] = sx[i] * sw[o] * (sum_k xu8[i][k] * w[o][k] - 128 * sum_k w[o][k]) + bias[o].
-// - AVX2 (Zen 3, older Intel): weights packed [n/16][k/2][16][2], sign-extended to int16 as they are loaded and
-//   multiplied by int16 activation pairs with vpmaddwd. Exact, unlike vpmaddubsw, whose int16 pair sums saturate
-//   at full-range int8 (ONNX Runtime's AVX2 kernels do, app/asr/onnx_encoder.py), and as many multiplies per
-//   cycle: vpmaddubsw needs a second vpmaddwd to widen its sums.
+// - AVX2 (Zen 3, older Intel), two kernels:
+//   - the linear layers (Linear::exact): weights packed [n/16][k/2][16][2], sign-extended to int16 as they are
+//     loaded and multiplied by int16 activation pairs with vpmaddwd: exact at 8 bits, but 5 uops of the 4 FP pipes
+//     for 32 multiplies.
+//   - attention's products in the encoder (keys and values as weights): the AVX-512 layout and uint8 activations,
+//     multiplied with vpmaddubsw (uint8 x int8 pairs summed into int16) and widened by vpmaddwd with ones: 7 uops for
+//     64 multiplies, 1.5-1.7x the int16 kernel on these shapes (Zen 3). vpmaddubsw saturates where a pair's sum
+//     passes 32,767, which uint8 x full-range int8 can (2 x 255 x 127), so its weights are 7-bit (kWeightMax = 63:
+//     at most 2 x 255 x 63 = 32,130), which keeps every sum exact. 7-bit keys and values measured as good as 8-bit;
+//     7-bit weights in the linear layers cost words (docs/benchmarks.md), so those stay on the int16 kernel.
 // - AMX (Intel Sapphire Rapids and later, on top of AVX-512 VNNI): the same packed weights are AMX's B tiles as they
 //   are (16 k-groups of 16 outputs x 4 bytes = one 16 x 64-byte tile), the uint8 activations its A tiles, and
 //   tdpbusd the same uint8 x int8 -> int32 sums as vpdpbusd, 16 x 16 x 64 per instruction. Same integers, same
@@ -46,17 +52,18 @@ namespace {
 
 #ifdef PODBRIEF_AVX512
 constexpr const char* kKernels = "avx512-vnni";
-constexpr int kPairs = 4;  // k values per output in a packed group: [n/16][k/kPairs][16][kPairs]
-using Act = uint8_t;       // an activation as the kernel multiplies it: int8 shifted to uint8 for vpdpbusd
-inline Act to_act(float q) { return (uint8_t)((int)std::nearbyint(q) + 128); }
 constexpr int kRows = 8;  // rows a pass: their accumulators + the weight vector stay in registers
+constexpr int kWeightMax = 127;
+constexpr int kLinearPairs = 4;
 #else
 constexpr const char* kKernels = "avx2";
-constexpr int kPairs = 2;
-using Act = int16_t;  // int8 values widened to int16 for vpmaddwd
-inline Act to_act(float q) { return (int16_t)std::nearbyint(q); }
-constexpr int kRows = 6;  // 6 rows x 2 accumulators + 2 weight vectors + the broadcast = AVX2's 16 registers
+constexpr int kRows = 6;  // 6 rows x 2 accumulators + 2 weight vectors + ones + the broadcast = AVX2's 16 registers
+constexpr int kWeightMax = 63;  // the uint8 kernel: vpmaddubsw's int16 pair sums stay exact (above)
+constexpr int kLinearPairs = 2;  // linear layers (Linear::exact): the int16 kernel's [n/16][k/2][16][2]
 #endif
+constexpr int kPairs = 4;  // k values per output in a uint8 kernel's packed group: [n/16][k/kPairs][16][kPairs]
+using Act = uint8_t;       // an activation as the uint8 kernels multiply it: int8 shifted to uint8
+inline Act to_act(float q) { return (uint8_t)((int)std::nearbyint(q) + 128); }
 
 struct Linear {
   const int8_t* w = nullptr;      // packed
@@ -64,6 +71,9 @@ struct Linear {
   const float* scale = nullptr;   // per output row
   const float* bias = nullptr;    // or null
   int k = 0, n = 0;
+  // A linear layer's 8-bit weights, packed by pack() (kLinearPairs): AVX2 builds multiply them on the int16 kernel.
+  // Without it (attention's keys and values, packed by encoder.cpp), the uint8 kernel and weights to kWeightMax.
+  bool exact = false;
 };
 
 // The activations of a product, quantized per row; one set per thread (several decoding workers call in at once).
@@ -71,6 +81,7 @@ struct Linear {
 // access: 2.5x slower).
 struct Activations {
   std::vector<Act> xq;
+  std::vector<int16_t> x16;  // for the exact AVX2 kernel
   std::vector<float> row_scale;
 };
 thread_local Activations activations;
@@ -112,9 +123,9 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
 }
 
 #else
-// Outputs ob..ob+15 of MB (<= 6) rows: y[i][o] = sx[i] * sw[o] * sum_k x16[i][k] * w[o][k] + bias[o] (no shift, so
-// no compensation term). The accumulators are named variables, not an array: GCC 12 keeps an array of more than
-// three on the stack (half the speed).
+// Outputs ob..ob+15 of MB (<= 6) rows, the same sums as the AVX-512 kernel: 4 k values a step, outputs ob..ob+7 in
+// the packed group's low 32 bytes, ob+8..ob+15 in its high 32. The accumulators are named variables, not an array:
+// GCC 12 keeps an array of more than three on the stack (half the speed).
 template <int MB>
 // noinline: a function of its own keeps its accumulators in registers; inlined into a caller with live values of
 // its own (linear()'s parallel lambda) the AVX2 one spilled them, and a step ran 15 % slower.
@@ -122,11 +133,59 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
   const int k = L.k, n = L.n;
   __m256i l0 = _mm256_setzero_si256(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0, l4 = l0,
           h4 = l0, l5 = l0, h5 = l0;  // outputs ob..ob+7 (l) and ob+8..ob+15 (h) of each row
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int8_t* wb = L.w + (size_t)ob * k;
+  for (int j = 0; j < k; j += 4) {
+    const __m256i wl = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16));
+    const __m256i wh = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16 + 32));
+#define PODBRIEF_ROW(I)                                                                      \
+  if constexpr (MB > I) {                                                                    \
+    int32_t quad;                                                                            \
+    std::memcpy(&quad, xq + (size_t)I * k + j, 4);                                           \
+    const __m256i xv = _mm256_set1_epi32(quad);                                              \
+    l##I = _mm256_add_epi32(l##I, _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wl), ones));    \
+    h##I = _mm256_add_epi32(h##I, _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wh), ones));    \
+  }
+    PODBRIEF_ROW(0) PODBRIEF_ROW(1) PODBRIEF_ROW(2) PODBRIEF_ROW(3) PODBRIEF_ROW(4) PODBRIEF_ROW(5)
+#undef PODBRIEF_ROW
+  }
+  const __m256i acc[6][2] = {{l0, h0}, {l1, h1}, {l2, h2}, {l3, h3}, {l4, h4}, {l5, h5}};
+  const int rem = std::min(16, n - ob);
+  alignas(32) float ws[16] = {}, bias[16] = {}, out[16];
+  alignas(32) int32_t comp[16] = {};
+  std::memcpy(ws, L.scale + ob, rem * sizeof(float));
+  std::memcpy(comp, L.comp + ob, rem * sizeof(int32_t));
+  if (L.bias) std::memcpy(bias, L.bias + ob, rem * sizeof(float));
+  const __m256i c0 = _mm256_load_si256((const __m256i*)comp), c1 = _mm256_load_si256((const __m256i*)(comp + 8));
+  for (int i = 0; i < MB; ++i) {
+    const __m256 s = _mm256_set1_ps(row_scale[i]);
+    float* dst = y + (size_t)i * n + ob;
+    const __m256 r0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][0], c0)),
+                                      _mm256_mul_ps(_mm256_load_ps(ws), s), _mm256_load_ps(bias));
+    const __m256 r1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][1], c1)),
+                                      _mm256_mul_ps(_mm256_load_ps(ws + 8), s), _mm256_load_ps(bias + 8));
+    if (rem == 16) {
+      _mm256_storeu_ps(dst, r0), _mm256_storeu_ps(dst + 8, r1);
+    } else {
+      _mm256_store_ps(out, r0), _mm256_store_ps(out + 8, r1);
+      std::memcpy(dst, out, rem * sizeof(float));
+    }
+  }
+}
+
+// The exact kernel (Linear::exact): outputs ob..ob+15 of MB (<= 6) rows, y[i][o] = sx[i] * sw[o] * sum_k x16[i][k] *
+// w[o][k] + bias[o] (signed activations, no compensation term); weights packed [n/16][k/2][16][2], sign-extended to
+// int16 as they are loaded, each output's pair summed into one int32 by vpmaddwd.
+template <int MB>
+__attribute__((noinline)) void linear_rows(const Linear& L, const int16_t* xq, const float* row_scale, int ob,
+                                           float* y) {
+  const int k = L.k, n = L.n;
+  __m256i l0 = _mm256_setzero_si256(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0, l4 = l0,
+          h4 = l0, l5 = l0, h5 = l0;
   const int8_t* wb = L.w + (size_t)ob * k;
   const int32_t* x32 = reinterpret_cast<const int32_t*>(xq);  // activation pairs (k even)
   const int kh = k / 2;
   for (int j = 0; j < kh; ++j) {
-    // 16 outputs x 2 k: bytes [o][2] -> int16 pairs; vpmaddwd sums each output's pair into one int32.
     const __m256i wl = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wb + (size_t)j * 32)));
     const __m256i wh = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wb + (size_t)j * 32 + 16)));
 #define PODBRIEF_ROW(I)                                                   \
@@ -159,11 +218,38 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
   }
 }
 
+// in[m][k] -> x16 (int8 values as int16, unshifted) and row_scale (amax / 127 per row), for the exact kernel.
+inline void quantize_exact(const float* in, int m, int k, int16_t* xq, float* row_scale) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int i = 0; i < m; ++i) {
+    const float* r = in + (size_t)i * k;
+    int16_t* q = xq + (size_t)i * k;
+    int j = 0;
+    __m256 amax8 = _mm256_set1_ps(1e-12f);
+    for (; j + 8 <= k; j += 8) amax8 = _mm256_max_ps(amax8, _mm256_and_ps(_mm256_loadu_ps(r + j), abs_mask));
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, amax8);
+    float amax = *std::max_element(lanes, lanes + 8);
+    for (; j < k; ++j) amax = std::fmax(amax, std::fabs(r[j]));
+    const float inv = 127.f / amax;
+    const __m256 inv8 = _mm256_set1_ps(inv);
+    for (j = 0; j + 16 <= k; j += 16) {
+      const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(r + j), inv8));
+      const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(r + j + 8), inv8));
+      // packs works within 128-bit lanes: a0-3 b0-3 | a4-7 b4-7, put back in order by 64-bit quarters.
+      _mm256_storeu_si256((__m256i*)(q + j), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8));
+    }
+    row_scale[i] = amax / 127.f;
+    for (; j < k; ++j) q[j] = (int16_t)std::nearbyint(r[j] * inv);
+  }
+}
+
 #endif
 
-// linear_rows<mb> for a group of mb <= MB rows: the row count must be a template argument (registers).
-template <int MB>
-inline void linear_group(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y, int mb) {
+// linear_rows<mb> for a group of mb <= MB rows: the row count must be a template argument (registers). T: Act, or
+// int16_t for the exact AVX2 kernel.
+template <int MB, class T>
+inline void linear_group(const Linear& L, const T* xq, const float* row_scale, int ob, float* y, int mb) {
   if constexpr (MB > 0) {
     if (mb == MB)
       linear_rows<MB>(L, xq, row_scale, ob, y);
@@ -194,10 +280,25 @@ inline void quantize_activations(const float* in, int m, int k, Act* xq, float* 
       _mm_storeu_si128((__m128i*)(q + j), _mm_xor_si128(b, top));
     }
 #else
-    float amax = 1e-12f;
+    // 32 at a time, the same bytes as the scalar tail (cvtps2dq rounds to nearest even as nearbyint does; the
+    // saturating packs never saturate -127..127): the compiler's loop went through libm's nearbyint.
+    __m256 amax8 = _mm256_set1_ps(1e-12f);
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (; j + 8 <= k; j += 8) amax8 = _mm256_max_ps(amax8, _mm256_and_ps(_mm256_loadu_ps(r + j), abs_mask));
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, amax8);
+    float amax = *std::max_element(lanes, lanes + 8);
     for (; j < k; ++j) amax = std::fmax(amax, std::fabs(r[j]));
     const float inv = 127.f / amax;
-    j = 0;
+    const __m256 inv8 = _mm256_set1_ps(inv);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), top = _mm256_set1_epi8((char)0x80);
+    for (j = 0; j + 32 <= k; j += 32) {
+      __m256i v[4];
+      for (int c = 0; c < 4; ++c) v[c] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(r + j + 8 * c), inv8));
+      // packs work within 128-bit lanes: dwords 0-3 of each vector land in the low lane, 4-7 in the high one.
+      const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+      _mm256_storeu_si256((__m256i*)(q + j), _mm256_xor_si256(_mm256_permutevar8x32_epi32(b, order), top));
+    }
 #endif
     row_scale[i] = amax / 127.f;
     for (; j < k; ++j) q[j] = to_act(r[j] * inv);
@@ -305,13 +406,14 @@ inline size_t padded_rows(int m) { return (size_t)(m + 15) / 16 * 16; }
 // weights (16 x k int8, 6 KB for tiny's width) are read from memory once and stay in L1 for every group of rows.
 // (Rows outside streamed the whole matrix, 20 MB for the vocabulary projection, once per group of rows.) Many rows
 // (the encoder's 1,500 frames) go in tiles whose activations stay in L2 while every output block passes over them.
-inline void linear_blocks(const Linear& L, const Act* xq, const float* row_scale, int m, float* y, int ob0, int ob1) {
+template <class T>
+inline void linear_blocks(const Linear& L, const T* xq, const float* row_scale, int m, float* y, int ob0, int ob1) {
   const int k = L.k, n = L.n;
 #ifdef PODBRIEF_AMX
   // Fewer than 16 rows would leave most of a tile idle (the decoder's steps): vpdpbusd does those.
   if (k % 64 == 0 && m >= 16 && amx_active()) return linear_blocks_amx(L, xq, row_scale, m, y, ob0, ob1);
 #endif
-  const int tile = std::max(kRows, (int)(96 * 1024 / (k * sizeof(Act))) / kRows * kRows);
+  const int tile = std::max(kRows, (int)(96 * 1024 / (k * sizeof(T))) / kRows * kRows);
   for (int t0 = 0; t0 < m; t0 += tile) {
     const int t1 = std::min(m, t0 + tile);
     for (int ob = ob0; ob < ob1; ob += 16)
@@ -344,21 +446,30 @@ void parallel(int threads, int n, F&& f) {
 }
 
 // y[m][n] = in[m][k] x W^T + bias (GELU after, with `gelu_after`), activations quantized per row to int8 (scale
-// amax / 127) by the calling thread, output blocks shared among `threads`.
+// amax / 127) by the calling thread, output blocks shared among `threads`; Linear::exact ones on the exact kernel.
 inline void linear(const Linear& L, const float* in, int m, float* y, int threads = 1, bool gelu_after = false) {
   Activations& A = activations;
-  grow(A.xq, padded_rows(m) * L.k);
   grow(A.row_scale, (size_t)m);
-  quantize_activations(in, m, L.k, A.xq.data(), A.row_scale.data());
-  const Act* xq = A.xq.data();
   const float* row_scale = A.row_scale.data();
   const int blocks = (L.n + 15) / 16;
-  parallel(threads, blocks, [&](int b0, int b1) {
-    const int ob0 = b0 * 16, ob1 = std::min(L.n, b1 * 16);
-    linear_blocks(L, xq, row_scale, m, y, ob0, ob1);
-    if (gelu_after)
-      for (int i = 0; i < m; ++i) gelu(y + (size_t)i * L.n + ob0, ob1 - ob0);
-  });
+  auto run = [&](const auto* xq) {
+    parallel(threads, blocks, [&](int b0, int b1) {
+      const int ob0 = b0 * 16, ob1 = std::min(L.n, b1 * 16);
+      linear_blocks(L, xq, row_scale, m, y, ob0, ob1);
+      if (gelu_after)
+        for (int i = 0; i < m; ++i) gelu(y + (size_t)i * L.n + ob0, ob1 - ob0);
+    });
+  };
+#ifndef PODBRIEF_AVX512
+  if (L.exact) {
+    grow(A.x16, (size_t)m * L.k);
+    quantize_exact(in, m, L.k, A.x16.data(), A.row_scale.data());
+    return run((const int16_t*)A.x16.data());
+  }
+#endif
+  grow(A.xq, padded_rows(m) * L.k);
+  quantize_activations(in, m, L.k, A.xq.data(), A.row_scale.data());
+  run((const Act*)A.xq.data());
 }
 
 inline void layer_norm(const float* in, int m, int d, const float* g, const float* b, float* out) {
@@ -452,6 +563,23 @@ inline __m512 erf16(__m512 x) {
                                     _mm512_set1_ps(1.f));
   return _mm512_mask_sub_ps(y, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), _mm512_setzero_ps(), y);
 }
+#else
+// exp(x) for x <= 0, 8 at a time: exp_nonpositive's polynomial, 2^n built in the exponent bits (AVX2 has no scalef;
+// x >= -87 keeps n >= -126, a normal float).
+inline __m256 exp_nonpositive8(__m256 x) {
+  const __m256 t = _mm256_mul_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(1.44269504f));
+  const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 r = _mm256_sub_ps(t, n);
+  __m256 p = _mm256_set1_ps(1.5403530e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3333558e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(9.6181291e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.5504109e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(2.4022651e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(6.9314718e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
+}
 #endif
 
 inline void softmax(float* s, int n) {
@@ -482,8 +610,9 @@ inline void gelu(float* v, size_t n) {
 }
 
 // w: n x k int8, row-major, k a multiple of kPairs -> out: (n rounded up to 16) x k packed as the kernels read it
-// ([n/16][k/kPairs][16][kPairs], zero rows past n); comp: 128 * the row sums (the AVX-512 kernel's uint8 shift).
-inline void pack_weights(const int8_t* w, int n, int k, int8_t* out, int32_t* comp) {
+// ([n/16][k/pairs][16][pairs], zero rows past n; pairs = kPairs, or kLinearPairs for a Linear::exact product);
+// comp: 128 * the row sums (the uint8 activations' shift).
+inline void pack_weights(const int8_t* w, int n, int k, int8_t* out, int32_t* comp, int pairs = kPairs) {
   for (int o = 0; o < n; ++o) {
     int32_t s = 0;
     for (int j = 0; j < k; ++j) s += w[(size_t)o * k + j];
@@ -491,9 +620,9 @@ inline void pack_weights(const int8_t* w, int n, int k, int8_t* out, int32_t* co
   }
   size_t p = 0;
   for (int ob = 0; ob < n; ob += 16)
-    for (int j = 0; j < k; j += kPairs)
+    for (int j = 0; j < k; j += pairs)
       for (int r = 0; r < 16; ++r)
-        for (int t = 0; t < kPairs; ++t) out[p++] = (ob + r < n) ? w[(size_t)(ob + r) * k + j + t] : 0;
+        for (int t = 0; t < pairs; ++t) out[p++] = (ob + r < n) ? w[(size_t)(ob + r) * k + j + t] : 0;
 }
 
 }  // namespace

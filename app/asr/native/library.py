@@ -140,6 +140,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.free_model.restype = None
     lib.pack.argtypes = [p, i, i, p, p]
     lib.pack.restype = None
+    lib.product.argtypes = [p, i, i, p, i, p, i]
+    lib.product.restype = None
     lib.set_linear.argtypes = [p, i, i, p, p, p, p, i, i]
     lib.set_linear.restype = None
     lib.set_layer_norms.argtypes = [p, i, p, p, p, p, p, p]
