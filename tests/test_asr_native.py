@@ -388,6 +388,29 @@ def test_a_window_decodes_the_same_alone_or_in_a_batch_and_follows_the_timestamp
     assert short[1:3] == full[1:3]  # "And so"
 
 
+@needs_native
+def test_a_step_writes_its_logits_into_a_lent_buffer_and_refuses_one_that_does_not_fit(
+    native: generate.NativeGenerator,
+) -> None:
+    m = native.model
+    feats = np.random.default_rng(0).standard_normal((2, 100, m.width)).astype(np.float32)
+    cache, cross = m.caches(feats, 2)
+    slots = np.arange(2, dtype=np.int32)
+    args = (np.full(2, 50257, np.int32), 2, slots, slots, 100, 0, cache, cross)
+    want = m.step(*args)
+    out = m.logits_buffer(3)
+    out[:] = np.nan
+    got = m.step(*args, out=out)
+    assert got.shape == (2, m.vocab) and np.shares_memory(got, out)
+    np.testing.assert_array_equal(got, want)
+    assert np.isnan(out[2]).all()  # the rows past this step's are left alone
+    too_few, wrong_type = np.empty((1, m.vocab), np.float32), np.empty((2, m.vocab), np.float64)
+    for bad in (too_few, wrong_type, np.empty((m.vocab, 2), np.float32).T):
+        with pytest.raises(ValueError, match="out of"):
+            m.step(*args, out=bad)
+    m.release(cache, cross, out)
+
+
 def test_buffer_pool_lends_the_smallest_free_array_that_fits_and_keeps_the_largest() -> None:
     from app.asr.native.model import BufferPool
 

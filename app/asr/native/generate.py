@@ -160,12 +160,13 @@ class NativeGenerator:
         max_candidates = max(1, int(beams * patience + 0.5))  # C++ std::round, as CTranslate2
         threads = getattr(self._local, "threads", 1)
         cache, cross = m.caches(features, n_windows * beams)
+        scratch = m.logits_buffer(n_windows * beams)  # every step's logits, each read before the next step
         try:
             windows = [
                 _Window(i, [_Beam([], 0.0, i * beams)], list(range(i * beams, (i + 1) * beams)))
                 for i in range(n_windows)
             ]
-            logits, no_speech = self._prefill(prompt, frames, cache, cross, beams, threads)
+            logits, no_speech = self._prefill(prompt, frames, cache, cross, beams, threads, scratch)
             active, pos = windows, start - 1
             while active and max_new > 0:
                 rows = [b for win in active for b in win.beams]
@@ -190,15 +191,22 @@ class NativeGenerator:
                 tokens = np.asarray([b.tokens[-1] for win in active for b in win.beams], np.int32)
                 row_slot = np.asarray([b.slot for win in active for b in win.beams], np.int32)
                 window_slot = np.asarray([win.index for win in active], np.int32)
-                logits = m.step(tokens, len(active), row_slot, window_slot, frames, pos, cache, cross, threads)
+                logits = m.step(tokens, len(active), row_slot, window_slot, frames, pos, cache, cross, threads, scratch)
             if not return_no_speech_prob:
                 no_speech = np.zeros(n_windows)
             return [self._result(win, length_penalty, float(no_speech[win.index])) for win in windows]
         finally:
-            m.release(cache, cross)  # for the next call to reuse
+            m.release(cache, cross, scratch)  # for the next call to reuse
 
     def _prefill(
-        self, prompt: np.ndarray, frames: int, cache: np.ndarray, cross: np.ndarray, beams: int, threads: int
+        self,
+        prompt: np.ndarray,
+        frames: int,
+        cache: np.ndarray,
+        cross: np.ndarray,
+        beams: int,
+        threads: int,
+        scratch: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Run the prompts (windows, length) through, one row a window in its first slot (the beams fork from
         the first sampled token on): (logits after the last prompt token, P(no speech) a window)."""
@@ -211,7 +219,7 @@ class NativeGenerator:
         logits = np.empty((0, self.model.vocab), np.float32)
         for pos in range(prompt.shape[1]):
             logits = self.model.step(
-                prompt[:, pos].copy(), n_windows, row_slot, window_slot, frames, pos, cache, cross, threads
+                prompt[:, pos].copy(), n_windows, row_slot, window_slot, frames, pos, cache, cross, threads, scratch
             )
             if pos == sot_at:  # Whisper's no-speech probability is read right after <|startoftranscript|>
                 z = logits.astype(np.float64)

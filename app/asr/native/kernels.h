@@ -580,17 +580,35 @@ inline __m256 exp_nonpositive8(__m256 x) {
   const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
 }
+
+// Sum of exp(s[i] - mx) over [0, n), each written back to s when `store`: 8 at a time, the tail by expf.
+template <bool store>
+inline float sum_exp(float* s, int n, float mx) {
+  const __m256 m = _mm256_set1_ps(mx);
+  __m256 sum8 = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp_nonpositive8(_mm256_sub_ps(_mm256_loadu_ps(s + i), m));
+    if (store) _mm256_storeu_ps(s + i, e);
+    sum8 = _mm256_add_ps(sum8, e);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, sum8);
+  float sum = 0;
+  for (float v : lanes) sum += v;
+  for (; i < n; ++i) {
+    const float e = expf(s[i] - mx);
+    if (store) s[i] = e;
+    sum += e;
+  }
+  return sum;
+}
 #endif
 
 inline void softmax(float* s, int n) {
   const float mx = max_of(s, n);
-#ifdef PODBRIEF_AVX512
   // exp by exp_nonpositive (the compiler's loop went through libmvec at 256 bits: -march's tuning prefers those).
   const float sum = sum_exp<true>(s, n, mx);
-#else
-  float sum = 0;
-  for (int i = 0; i < n; ++i) sum += (s[i] = expf(s[i] - mx));
-#endif
   const float inv = 1.f / sum;
   for (int i = 0; i < n; ++i) s[i] *= inv;
 }
