@@ -109,8 +109,9 @@ def test_the_avx512_and_avx2_encoders_agree(
 ) -> None:
     """Whichever kernel family this CPU builds, the other is built too (as in the decoder's test): the AVX2 kernels
     with -mno-avx512f on an AVX-512 CPU, the AVX-512 ones through tests/avx512_emulation.h on any other. The
-    integer products agree exactly; float sums in another order can move a value to the neighbouring int8 step,
-    which the layers after carry on, so the bound is on the features, not the bits."""
+    linear layers' integer products agree exactly; AVX2's attention takes 7-bit keys and values (kernels.h), and
+    float sums in another order can move a value to the neighbouring int8 step, which the layers after carry on,
+    so the bound is on the features, not the bits."""
     emulation = ["-include", str(Path(__file__).with_name("avx512_emulation.h"))]
     extra = ["-mno-avx512f"] if native.kernels == "avx512-vnni" else emulation
     other = NativeEncoder(checkpoint, whisper_cache, threads=2, extra=extra)
