@@ -119,7 +119,9 @@ def test_the_avx512_and_avx2_encoders_agree(
     mel = np.ascontiguousarray(mels[:1, :, :1000])
     a, b = native(mel)[0], other(mel)[0]
     assert np.abs(a).max() > 1  # real features, not an untouched buffer
-    assert cosine(a, b) > 0.999  # 0.9998-0.9999 measured (Emerald Rapids: AVX-512 VNNI vs AVX2 vs emulated)
+    # 0.9998-0.9999 measured on an Emerald Rapids (AVX-512 VNNI vs AVX2 vs emulated, 8-bit attention); 0.99948 on a
+    # Zen 3 since AVX2's attention takes 7-bit keys and values (2026-12-06).
+    assert cosine(a, b) > 0.999
 
 
 def test_the_amx_path_gives_the_same_bits_as_vpdpbusd(
