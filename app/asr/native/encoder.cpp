@@ -102,22 +102,19 @@ inline float exp_quantize(const float* s, int T, float mx, Act* p) {
   // 10 % of the AVX2 encoder.
   const __m256 m = _mm256_set1_ps(mx), k127 = _mm256_set1_ps(127.f);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), top = _mm256_set1_epi8((char)0x80);
-  __m256 sum8 = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps();
   int f = 0;
   for (; f + 32 <= T; f += 32) {
     __m256i q[4];
     for (int c = 0; c < 4; ++c) {
       const __m256 e = exp_nonpositive8(_mm256_sub_ps(_mm256_loadu_ps(s + f + 8 * c), m));
-      sum8 = _mm256_add_ps(sum8, e);
+      acc = _mm256_add_ps(acc, e);
       q[c] = _mm256_cvtps_epi32(_mm256_mul_ps(e, k127));
     }
     const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
     _mm256_storeu_si256((__m256i*)(p + f), _mm256_xor_si256(_mm256_permutevar8x32_epi32(b, order), top));
   }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, sum8);
-  float sum = 0;
-  for (float v : lanes) sum += v;
+  float sum = sum8(acc);
   for (; f < T; ++f) {
     const float e = expf(s[f] - mx);
     sum += e;
@@ -127,8 +124,8 @@ inline float exp_quantize(const float* s, int T, float mx, Act* p) {
 #endif
 }
 
-// Quantizes rows[f][0..64) (row stride `stride`; f < T, rows T..Tp zero) to kWeightMax (127, or 63 for the AVX2
-// kernels: kernels.h) straight into pack_weights' layout, for a
+// Quantizes rows[f][0..64) (row stride `stride`; f < T, rows T..Tp zero) to kWeightMax (127; 63 for AVX2's uint8
+// kernel: kernels.h) straight into pack_weights' layout, for a
 // product with n x k = (per_row ? Tp x 64 : 64 x Tp): keys are weights with a frame per output (a scale per
 // frame), values transposed, a dimension per output (a scale per dimension). comp and scale: per output.
 void pack_head(const float* rows, size_t stride, int T, int Tp, bool per_row, const float* shift, int8_t* pack,

@@ -86,6 +86,33 @@ struct Activations {
 };
 thread_local Activations activations;
 
+#ifndef PODBRIEF_AVX512
+// The sum / largest of a vector's 8 floats (lane order, as a scalar loop over them).
+inline float sum8(__m256 v) {
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, v);
+  float s = 0;
+  for (float x : lanes) s += x;
+  return s;
+}
+inline float max8(__m256 v) {
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, v);
+  return *std::max_element(lanes, lanes + 8);
+}
+
+// The largest |r[j]| of a row of k, at least 1e-12 (a row of zeros quantizes to zeros): its quantization scale.
+inline float row_amax(const float* r, int k) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 amax8 = _mm256_set1_ps(1e-12f);
+  int j = 0;
+  for (; j + 8 <= k; j += 8) amax8 = _mm256_max_ps(amax8, _mm256_and_ps(_mm256_loadu_ps(r + j), abs_mask));
+  float amax = max8(amax8);
+  for (; j < k; ++j) amax = std::fmax(amax, std::fabs(r[j]));
+  return amax;
+}
+#endif
+
 #ifdef PODBRIEF_AVX512
 // Outputs ob..ob+15 of MB (<= 8) rows: y[i][o] = sx[i] * sw[o] * (sum_k xu8[i][k] * w[o][k] - comp[o]) + bias[o].
 // The accumulators are named variables, not an array: GCC 12 keeps an array of them on the stack, a 64-byte load
@@ -220,20 +247,13 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const int16_t* xq, c
 
 // in[m][k] -> x16 (int8 values as int16, unshifted) and row_scale (amax / 127 per row), for the exact kernel.
 inline void quantize_exact(const float* in, int m, int k, int16_t* xq, float* row_scale) {
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
   for (int i = 0; i < m; ++i) {
     const float* r = in + (size_t)i * k;
     int16_t* q = xq + (size_t)i * k;
-    int j = 0;
-    __m256 amax8 = _mm256_set1_ps(1e-12f);
-    for (; j + 8 <= k; j += 8) amax8 = _mm256_max_ps(amax8, _mm256_and_ps(_mm256_loadu_ps(r + j), abs_mask));
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, amax8);
-    float amax = *std::max_element(lanes, lanes + 8);
-    for (; j < k; ++j) amax = std::fmax(amax, std::fabs(r[j]));
-    const float inv = 127.f / amax;
+    const float amax = row_amax(r, k), inv = 127.f / amax;
     const __m256 inv8 = _mm256_set1_ps(inv);
-    for (j = 0; j + 16 <= k; j += 16) {
+    int j = 0;
+    for (; j + 16 <= k; j += 16) {
       const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(r + j), inv8));
       const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(r + j + 8), inv8));
       // packs works within 128-bit lanes: a0-3 b0-3 | a4-7 b4-7, put back in order by 64-bit quarters.
@@ -282,14 +302,7 @@ inline void quantize_activations(const float* in, int m, int k, Act* xq, float* 
 #else
     // 32 at a time, the same bytes as the scalar tail (cvtps2dq rounds to nearest even as nearbyint does; the
     // saturating packs never saturate -127..127): the compiler's loop went through libm's nearbyint.
-    __m256 amax8 = _mm256_set1_ps(1e-12f);
-    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-    for (; j + 8 <= k; j += 8) amax8 = _mm256_max_ps(amax8, _mm256_and_ps(_mm256_loadu_ps(r + j), abs_mask));
-    alignas(32) float lanes[8];
-    _mm256_store_ps(lanes, amax8);
-    float amax = *std::max_element(lanes, lanes + 8);
-    for (; j < k; ++j) amax = std::fmax(amax, std::fabs(r[j]));
-    const float inv = 127.f / amax;
+    const float amax = row_amax(r, k), inv = 127.f / amax;
     const __m256 inv8 = _mm256_set1_ps(inv);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), top = _mm256_set1_epi8((char)0x80);
     for (j = 0; j + 32 <= k; j += 32) {
@@ -507,13 +520,15 @@ inline float max_of(const float* v, int n) {
     a = _mm256_max_ps(a, _mm256_loadu_ps(v + i)), b = _mm256_max_ps(b, _mm256_loadu_ps(v + i + 8));
     c = _mm256_max_ps(c, _mm256_loadu_ps(v + i + 16)), d = _mm256_max_ps(d, _mm256_loadu_ps(v + i + 24));
   }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, _mm256_max_ps(_mm256_max_ps(a, b), _mm256_max_ps(c, d)));
-  for (float x : lanes) m = std::max(m, x);
+  m = std::max(m, max8(_mm256_max_ps(_mm256_max_ps(a, b), _mm256_max_ps(c, d))));
 #endif
   for (; i < n; ++i) m = std::max(m, v[i]);
   return m;
 }
+
+// 2^r for r in [-1/2, 1/2]: its Taylor polynomial of degree 6, highest power first (exp_nonpositive, both widths).
+constexpr float kExp2Taylor[7] = {1.5403530e-4f, 1.3333558e-3f, 9.6181291e-3f, 5.5504109e-2f,
+                                  2.4022651e-1f, 6.9314718e-1f, 1.f};
 
 #ifdef PODBRIEF_AVX512
 // exp(x) for x <= 0, 16 at a time: 2^(x log2 e) = 2^n 2^r, r in [-1/2, 1/2] by its Taylor polynomial of degree 6
@@ -523,13 +538,8 @@ inline __m512 exp_nonpositive(__m512 x) {
   const __m512 t = _mm512_mul_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(1.44269504f));
   const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 r = _mm512_sub_ps(t, n);
-  __m512 p = _mm512_set1_ps(1.5403530e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3333558e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(9.6181291e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.5504109e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.4022651e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(6.9314718e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+  __m512 p = _mm512_set1_ps(kExp2Taylor[0]);
+  for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExp2Taylor[i]));
   return _mm512_scalef_ps(p, n);
 }
 
@@ -570,13 +580,8 @@ inline __m256 exp_nonpositive8(__m256 x) {
   const __m256 t = _mm256_mul_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.f)), _mm256_set1_ps(1.44269504f));
   const __m256 n = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m256 r = _mm256_sub_ps(t, n);
-  __m256 p = _mm256_set1_ps(1.5403530e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3333558e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(9.6181291e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.5504109e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(2.4022651e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(6.9314718e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.f));
+  __m256 p = _mm256_set1_ps(kExp2Taylor[0]);
+  for (int i = 1; i < 7; ++i) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExp2Taylor[i]));
   const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
   return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
 }
@@ -585,17 +590,14 @@ inline __m256 exp_nonpositive8(__m256 x) {
 template <bool store>
 inline float sum_exp(float* s, int n, float mx) {
   const __m256 m = _mm256_set1_ps(mx);
-  __m256 sum8 = _mm256_setzero_ps();
+  __m256 acc = _mm256_setzero_ps();
   int i = 0;
   for (; i + 8 <= n; i += 8) {
     const __m256 e = exp_nonpositive8(_mm256_sub_ps(_mm256_loadu_ps(s + i), m));
     if (store) _mm256_storeu_ps(s + i, e);
-    sum8 = _mm256_add_ps(sum8, e);
+    acc = _mm256_add_ps(acc, e);
   }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, sum8);
-  float sum = 0;
-  for (float v : lanes) sum += v;
+  float sum = sum8(acc);
   for (; i < n; ++i) {
     const float e = expf(s[i] - mx);
     if (store) s[i] = e;
