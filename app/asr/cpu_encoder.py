@@ -16,9 +16,10 @@ window is cut after its speech plus a margin, app.asr.encoder_input):
   (app.asr.onnx_encoder), with a warning. Without AMX, bf16 has no kernel that beats VNNI int8 (on a Zen 4 with
   AVX512-BF16 the bf16 encoder made the bench 0.94-0.95x as fast as the ONNX one).
 - **AVX2 with FMA and F16C (AMD Zen 2/3, Intel Haswell to Alder Lake)**: the native encoder on its AVX2 kernels
-  (the linear layers exact 8-bit on vpmaddwd, attention's products on vpmaddubsw with 7-bit keys and values). On a
-  Zen 3 (2026-12-06) the bench ran as fast as with ONNX Runtime's int8 (7.17 vs 7.11 s, 6.35 vs 6.37 s) on 12 % less
-  CPU time, with fewer word errors (dev episodes 12.01 % vs 12.77 %; clips 7.22 % vs 8.89 %).
+  (vpmaddubsw: the linear layers' 8-bit weights kept where no pair of products can saturate, attention's keys and
+  values 7-bit). On a Zen 3 (2026-12-06) the bench ran as fast as with ONNX Runtime's int8 (7.17 vs 7.11 s, 6.35 vs
+  6.37 s) on 12 % less CPU time, with fewer word errors (dev episodes 12.01 % vs 12.77 %; clips 7.22 % vs 8.89 %),
+  before the linear layers moved off the slower int16 kernel (1.2-1.3x faster again, AVX2 build on a Zen 4).
 - **anything else** (ARM, older x86): the ONNX export.
 
 CTranslate2's `Whisper.generate` accepts encoder output in place of log-mel features, so only the encoder

@@ -26,6 +26,7 @@ import numpy as np
 
 from app.asr import chunking, cpu_encoder
 from app.asr.audio import SAMPLE_RATE
+from app.asr.cores import CoreShare
 from app.asr.cpu_encoder import CHOICES
 from app.asr.engines.base import Progress
 from app.asr.types import Segment, Word
@@ -153,6 +154,9 @@ class FasterWhisperEngine:
         self._pipeline: Any = None
         self._pool: ThreadPoolExecutor | None = None
         self._generator: Any = None  # the native decoder's NativeGenerator, once swapped in
+        # The cores, shared among the decoding workers at work (app.asr.cores): the native encoder and decoder
+        # ask it before each window and step.
+        self._cores = CoreShare(self.cpu_threads)
         self._lock = threading.Lock()
 
     def _load(self) -> None:
@@ -199,6 +203,8 @@ class FasterWhisperEngine:
             # auto: CTranslate2's encoder gives the same text, a little slower (docs/benchmarks.md).
             log.warning("Whisper encoder unavailable (%s: %s); using CTranslate2's", type(exc).__name__, exc)
             return
+        if isinstance(getattr(encoder, "cores", None), CoreShare):  # the native encoder
+            encoder.cores = self._cores  # type: ignore[attr-defined]
         self._encoder_swap = cpu_encoder.EncoderSwap(self._model.model, encoder, trim=self.trim_encoder_input)
         self._model.model = self._encoder_swap
         self.encoder_used = name
@@ -215,6 +221,7 @@ class FasterWhisperEngine:
             # auto: CTranslate2's decoder, as before (same rules; slower on the CPUs measured, docs/benchmarks.md).
             log.warning("native Whisper decoder unavailable (%s: %s); using CTranslate2's", type(exc).__name__, exc)
             return
+        generator.cores = self._cores
         self._model.model = DecoderSwap(self._model.model, generator)
         self._generator = generator
         self.decoder_used = "native"
@@ -279,12 +286,16 @@ class FasterWhisperEngine:
                         progress(sum(done))
             return out
 
+        def working(index: int) -> list[Any]:
+            # The native encoder and decoder ask the share before each window and step: a worker alone on the
+            # CPU (a short file, or the last of the runs) takes every core (app.asr.cores).
+            with self._cores.working():
+                return decode(index)
+
         if len(runs) == 1:
-            # Alone on the CPU: the native decoder may share each step among every core (the encoder does).
-            with self._decoder_threads(self.cpu_threads):
-                yield from decode(0)
+            yield from working(0)
             return
-        for result in self._workers().map(decode, range(len(runs))):
+        for result in self._workers().map(working, range(len(runs))):
             yield from result
 
     def _workers(self) -> ThreadPoolExecutor:
@@ -294,9 +305,6 @@ class FasterWhisperEngine:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="asr")
             return self._pool
-
-    def _decoder_threads(self, n: int) -> contextlib.AbstractContextManager[Any]:
-        return self._generator.threads(n) if self._generator is not None else contextlib.nullcontext()
 
     def transcribe(
         self, audio: np.ndarray, *, word_timestamps: bool = False, progress: Progress | None = None

@@ -1,7 +1,8 @@
 """Whisper hand-written for x86-64 CPUs: its text decoder (decoder.cpp), in place of CTranslate2's, and its audio
 encoder (encoder.cpp), on the int8 kernels both share (kernels.h): AVX-512 VNNI (vpdpbusd) where the CPU has it,
-with AMX tiles (tdpbusd) on top where it has those, else AVX2 (Zen 3, Haswell and later Intel: vpmaddwd for the
-linear layers, vpmaddubsw with 7-bit keys and values for the encoder's attention).
+with AMX tiles (tdpbusd) on top where it has those, else AVX2 (Zen 3, Haswell and later Intel: vpmaddubsw, on
+linear layers' weights quantized so no pair of products saturates and on 7-bit keys and values in the encoder's
+attention).
 
 On the CPUs measured (docs/benchmarks.md) the decoder was over half of CPU transcription time, and CTranslate2's
 beam-2 step is 2.0-4.3x slower than this one (AVX-512 on a Zen 4, AVX2 on a Zen 3): oneDNN repacks the int8

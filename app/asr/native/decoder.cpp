@@ -211,7 +211,6 @@ void set_linear(void* model, int layer, int which, const int8_t* w, const int32_
   Model& M = *static_cast<Model*>(model);
   Linear l;
   l.w = w, l.comp = comp, l.scale = scale, l.bias = bias, l.k = k, l.n = n;
-  l.exact = true;  // 8-bit weights, packed by pack() (kernels.h)
   if (which == 6) {
     M.projection = l;
     return;

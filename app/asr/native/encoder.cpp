@@ -240,7 +240,6 @@ void set_encoder_linear(void* encoder, int layer, int which, const int8_t* w, co
   Encoder& E = *static_cast<Encoder*>(encoder);
   Linear l;
   l.w = w, l.comp = comp, l.scale = scale, l.bias = bias, l.k = k, l.n = n;
-  l.exact = true;  // 8-bit weights, packed by pack() (kernels.h)
   EncoderLayer& L = E.layer[layer];
   Linear* slots[] = {&L.qkv, &L.out, &L.up, &L.down, &E.conv1, &E.conv2};
   *slots[which] = l;

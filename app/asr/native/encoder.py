@@ -7,14 +7,14 @@ app.asr.encoder_input.encode_any_length), so the engine feeds it a window's spee
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from app.asr.cores import CoreShare
 from app.asr.native import library
-from app.asr.native.model import f32, fused_qkv, packed_linear, ptr
+from app.asr.native.model import f32, fused_qkv, needs_pair_bound, packed_linear, ptr
 
 # Indices of the linear layers in encoder.cpp's set_encoder_linear.
 QKV, SELF_OUT, MLP_UP, MLP_DOWN, CONV1, CONV2 = range(6)
@@ -23,19 +23,28 @@ QKV, SELF_OUT, MLP_UP, MLP_DOWN, CONV1, CONV2 = range(6)
 class NativeEncoder:
     """(batch, n_mels, frames) log-mel -> (batch, frames / 2, width) audio features on the native library.
 
-    Threads: a call alone uses `threads`; calls that overlap (one per decoding worker) share them, so two workers
-    encoding at once run one thread each rather than oversubscribing the cores while the other worker decodes.
+    Threads: a call alone uses `threads`; calls that overlap (one per decoding worker) share them (`cores`, asked
+    again per window), so two workers encoding at once run one thread each rather than oversubscribing the cores.
     """
 
     # The int8 encoders need more silence after the speech than bf16 (app.asr.onnx_encoder.OnnxEncoder.trim_margin).
     trim_margin = 800
 
-    def __init__(self, checkpoint: Path, cache_dir: Path, *, threads: int = 1, extra: Sequence[str] = ()) -> None:
-        """`extra`: compiler options for the library (library.load)."""
+    def __init__(
+        self,
+        checkpoint: Path,
+        cache_dir: Path,
+        *,
+        threads: int = 1,
+        extra: Sequence[str] = (),
+        pair_bound: bool | None = None,
+    ) -> None:
+        """`extra`: compiler options for the library (library.load); `pair_bound`: as NativeModel's."""
         import whisper
 
         self.lib = library.load(cache_dir, extra=extra)
         self.kernels = str(self.lib.kernels().decode())
+        self.pair_bound = needs_pair_bound(self.kernels) if pair_bound is None else pair_bound
         self.amx = bool(self.lib.set_amx(-1))  # products with k a multiple of 64 on AMX tiles (kernels.h)
         enc = whisper.load_model(str(checkpoint), device="cpu").float().eval().encoder
         self.width = int(enc.conv1.weight.shape[0])
@@ -45,8 +54,9 @@ class NativeEncoder:
         if self.width % self.heads or self.width // self.heads != 64:
             raise library.Unavailable(f"head width {self.width // self.heads} (the kernels are written for 64)")
         self.threads = max(1, threads)
-        self._active = 0
-        self._active_lock = threading.Lock()
+        # Who shares the cores: by default the calls into this encoder; the CPU engine hands its own, which its
+        # decoding workers hold for their whole run (app.asr.cores).
+        self.cores = CoreShare(self.threads)
         self._keep: list[np.ndarray] = []  # the library holds pointers into these
         pos, ln_g, ln_b = f32(enc.positional_embedding), f32(enc.ln_post.weight), f32(enc.ln_post.bias)
         self._keep += [pos, ln_g, ln_b]
@@ -71,7 +81,7 @@ class NativeEncoder:
             self.lib.free_encoder(handle)
 
     def _linear(self, layer: int, which: int, w: np.ndarray, bias: np.ndarray | None) -> None:
-        arrays, args = packed_linear(self.lib, w, bias)
+        arrays, args = packed_linear(self.lib, w, bias, self.pair_bound)
         self._keep += arrays
         self.lib.set_encoder_linear(self.handle, layer, which, *args)
 
@@ -82,14 +92,9 @@ class NativeEncoder:
                 f"log-mel of shape {mel.shape}: want (batch, {self.n_mels}, even frames <= {2 * self.ctx})"
             )
         out = np.empty((batch, frames // 2, self.width), np.float32)
-        with self._active_lock:
-            self._active += 1
-            threads = max(1, self.threads // self._active)
-        try:
+        with self.cores.working():
             for i in range(batch):
                 row = np.ascontiguousarray(mel[i], dtype=np.float32)
-                self.lib.encode(self.handle, ptr(row), frames, ptr(out[i]), threads)
-        finally:
-            with self._active_lock:
-                self._active -= 1
+                # Asked per window: a call left alone takes the cores another gave back (app.asr.cores).
+                self.lib.encode(self.handle, ptr(row), frames, ptr(out[i]), self.cores.threads())
         return out

@@ -19,14 +19,13 @@ continues keeps its slot, and only a beam that forks copies its history into a s
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from app.asr.cores import CoreShare
 from app.asr.native.model import NativeModel, ptr
 
 # Keyword arguments of ctranslate2.models.Whisper.generate, and the values under which it decodes like we do.
@@ -116,19 +115,11 @@ class NativeGenerator:
     def __init__(self, model: NativeModel) -> None:
         self.model = model
         self.tokens = Tokens.for_vocabulary(model.vocab)
-        self._local = threading.local()
-
-    @contextlib.contextmanager
-    def threads(self, n: int) -> Iterator[None]:
-        """generate() calls made from this thread meanwhile share each step's vocabulary projection among `n`
-        threads: for a decoding worker alone on the CPU (one window, a short file), whose other cores would
-        otherwise idle while it decodes. Default 1: workers side by side take a core each."""
-        before = getattr(self._local, "threads", 1)
-        self._local.threads = max(1, n)
-        try:
-            yield
-        finally:
-            self._local.threads = before
+        # Threads for each step's vocabulary projection, asked again at every step (app.asr.cores): the CPU engine
+        # hands its own share, so a decoding worker alone on the CPU (a short file, or the last of a long file's
+        # runs) splits the projection among the cores the others left idle. Default: one thread, as for
+        # workers side by side that take a core each.
+        self.cores = CoreShare(1)
 
     def generate(
         self,
@@ -158,45 +149,48 @@ class NativeGenerator:
         suppress = self._suppressed(suppress_tokens)
         blank = np.asarray(t.blank if suppress_blank else (), np.int32)
         max_candidates = max(1, int(beams * patience + 0.5))  # C++ std::round, as CTranslate2
-        threads = getattr(self._local, "threads", 1)
-        cache, cross = m.caches(features, n_windows * beams)
-        scratch = m.logits_buffer(n_windows * beams)  # every step's logits, each read before the next step
-        try:
-            windows = [
-                _Window(i, [_Beam([], 0.0, i * beams)], list(range(i * beams, (i + 1) * beams)))
-                for i in range(n_windows)
-            ]
-            logits, no_speech = self._prefill(prompt, frames, cache, cross, beams, threads, scratch)
-            active, pos = windows, start - 1
-            while active and max_new > 0:
-                rows = [b for win in active for b in win.beams]
-                ids, logprobs = self._choose(
-                    logits, rows, suppress, blank, timestamps, max_initial_timestamp_index, 2 * beams
-                )
-                r, still = 0, []
-                for win in active:
-                    n = len(win.beams)
-                    done = self._advance(
-                        win, ids[r : r + n], logprobs[r : r + n], beams, max_candidates, cache, pos + 1
+        with self.cores.working():  # the whole call: one worker, one share of the cores
+            cache, cross = m.caches(features, n_windows * beams)
+            scratch = m.logits_buffer(n_windows * beams)  # every step's logits, each read before the next step
+            try:
+                windows = [
+                    _Window(i, [_Beam([], 0.0, i * beams)], list(range(i * beams, (i + 1) * beams)))
+                    for i in range(n_windows)
+                ]
+                logits, no_speech = self._prefill(prompt, frames, cache, cross, beams, self.cores.threads(), scratch)
+                active, pos = windows, start - 1
+                while active and max_new > 0:
+                    rows = [b for win in active for b in win.beams]
+                    ids, logprobs = self._choose(
+                        logits, rows, suppress, blank, timestamps, max_initial_timestamp_index, 2 * beams
                     )
-                    r += n
-                    if not done and len(win.beams[0].tokens) < max_new:
-                        still.append(win)
-                    elif not done:  # cut at max_length: CTranslate2 counts the beams as hypotheses too
-                        win.finished += [(b.tokens, b.logprob) for b in win.beams]
-                active = still
-                if not active:
-                    break
-                pos += 1
-                tokens = np.asarray([b.tokens[-1] for win in active for b in win.beams], np.int32)
-                row_slot = np.asarray([b.slot for win in active for b in win.beams], np.int32)
-                window_slot = np.asarray([win.index for win in active], np.int32)
-                logits = m.step(tokens, len(active), row_slot, window_slot, frames, pos, cache, cross, threads, scratch)
-            if not return_no_speech_prob:
-                no_speech = np.zeros(n_windows)
-            return [self._result(win, length_penalty, float(no_speech[win.index])) for win in windows]
-        finally:
-            m.release(cache, cross, scratch)  # for the next call to reuse
+                    r, still = 0, []
+                    for win in active:
+                        n = len(win.beams)
+                        done = self._advance(
+                            win, ids[r : r + n], logprobs[r : r + n], beams, max_candidates, cache, pos + 1
+                        )
+                        r += n
+                        if not done and len(win.beams[0].tokens) < max_new:
+                            still.append(win)
+                        elif not done:  # cut at max_length: CTranslate2 counts the beams as hypotheses too
+                            win.finished += [(b.tokens, b.logprob) for b in win.beams]
+                    active = still
+                    if not active:
+                        break
+                    pos += 1
+                    tokens = np.asarray([b.tokens[-1] for win in active for b in win.beams], np.int32)
+                    row_slot = np.asarray([b.slot for win in active for b in win.beams], np.int32)
+                    window_slot = np.asarray([win.index for win in active], np.int32)
+                    threads = self.cores.threads()  # per step: another worker may have finished meanwhile
+                    logits = m.step(
+                        tokens, len(active), row_slot, window_slot, frames, pos, cache, cross, threads, scratch
+                    )
+                if not return_no_speech_prob:
+                    no_speech = np.zeros(n_windows)
+                return [self._result(win, length_penalty, float(no_speech[win.index])) for win in windows]
+            finally:
+                m.release(cache, cross, scratch)  # for the next call to reuse
 
     def _prefill(
         self,

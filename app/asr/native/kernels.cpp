@@ -17,20 +17,19 @@ int set_amx(int on) {
   return amx_active() ? 1 : 0;
 }
 
-// w: n x k int8, row-major, k a multiple of 4 -> out: (n rounded up to 16) x k packed as the kernels read a linear
-// layer's weights (kernels.h: Linear::exact, AVX2's int16 kernel, has its own layout); comp: 128 * the row sums (the
-// uint8 activations' shift).
-void pack(const int8_t* w, int n, int k, int8_t* out, int32_t* comp) { pack_weights(w, n, k, out, comp, kLinearPairs); }
+// w: n x k int8, row-major, k a multiple of 4 -> out: (n rounded up to 16) x k packed as the kernels read it;
+// comp: 128 * the row sums (the uint8 activations' shift). AVX2 builds need weights whose same-sign neighbours sum
+// to at most 128 in magnitude (kernels.h; model.py quantize_rows).
+void pack(const int8_t* w, int n, int k, int8_t* out, int32_t* comp) { pack_weights(w, n, k, out, comp); }
 
-// For the tests: y[m][n] = x[m][k] x w^T (w: n x k int8, row-major; every weight scale 1, no bias) through linear():
-// `exact` on the linear layers' kernel, else on the uint8 kernel that attention's products use.
-void product(const int8_t* w, int n, int k, const float* x, int m, float* y, int exact) {
+// For the tests: y[m][n] = x[m][k] x w^T (w: n x k int8, row-major; every weight scale 1, no bias) through linear().
+void product(const int8_t* w, int n, int k, const float* x, int m, float* y) {
   std::vector<int8_t> packed((size_t)(n + 15) / 16 * 16 * k);
   std::vector<int32_t> comp(n);
   std::vector<float> scale(n, 1.f);
-  pack_weights(w, n, k, packed.data(), comp.data(), exact ? kLinearPairs : kPairs);
+  pack_weights(w, n, k, packed.data(), comp.data());
   Linear L;
-  L.w = packed.data(), L.comp = comp.data(), L.scale = scale.data(), L.k = k, L.n = n, L.exact = exact != 0;
+  L.w = packed.data(), L.comp = comp.data(), L.scale = scale.data(), L.k = k, L.n = n;
   linear(L, x, m, y);
 }
 

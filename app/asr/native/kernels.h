@@ -6,16 +6,18 @@
 // - AVX-512 VNNI (kAvx512): weights packed [n/16][k/4][16][4], one 64-byte load feeds one vpdpbusd per row.
 //   vpdpbusd multiplies uint8 by int8, so activations are shifted to uint8:
 //     y[i][o] = sx[i] * sw[o] * (sum_k xu8[i][k] * w[o][k] - 128 * sum_k w[o][k]) + bias[o].
-// - AVX2 (Zen 3, older Intel), two kernels:
-//   - the linear layers (Linear::exact): weights packed [n/16][k/2][16][2], sign-extended to int16 as they are
-//     loaded and multiplied by int16 activation pairs with vpmaddwd: exact at 8 bits, but 5 uops of the 4 FP pipes
-//     for 32 multiplies.
-//   - attention's products in the encoder (keys and values as weights): the AVX-512 layout and uint8 activations,
-//     multiplied with vpmaddubsw (uint8 x int8 pairs summed into int16) and widened by vpmaddwd with ones: 7 uops for
-//     64 multiplies, 1.5-1.7x the int16 kernel on these shapes (Zen 3). vpmaddubsw saturates where a pair's sum
-//     passes 32,767, which uint8 x full-range int8 can (2 x 255 x 127), so its weights are 7-bit (kWeightMax = 63:
-//     at most 2 x 255 x 63 = 32,130), which keeps every sum exact. 7-bit keys and values measured as good as 8-bit;
-//     7-bit weights in the linear layers cost words (docs/benchmarks.md), so those stay on the int16 kernel.
+// - AVX2 (Zen 3, older Intel): the same layout and uint8 activations, multiplied with vpmaddubsw (uint8 x int8, each
+//   adjacent pair of products summed into int16) and widened by vpmaddwd with ones: 7 uops for 64 multiplies.
+//   vpmaddubsw saturates where a pair's sum passes 32,767, which uint8 x full-range int8 can (2 x 255 x 127), so
+//   the weights are kept where no pair can:
+//   - linear layers: 8-bit weights whose same-sign neighbours (k = 2p, 2p + 1) sum to at most 128 in magnitude
+//     (at most 255 x 128 = 32,640; a pair of opposite signs is at most 255 x 127), a per-row scale of
+//     max(|w|, |w[2p] + w[2p+1]|) / 127 (app/asr/native/model.py, quantize_rows). The row's scale is 1.1-1.3x
+//     coarser than amax / 127, and the products' error 0.0164 against 0.0156 at full 8 bits (7-bit: 0.0205);
+//     the sums are exact. Until 2026-12-06 these ran on an int16 kernel (vpmaddwd on sign-extended weights, exact at
+//     full 8 bits): 8-10 % more CPU for the whole transcription (docs/benchmarks.md).
+//   - attention's keys and values (weights made per window, encoder.cpp): 7-bit (kWeightMax = 63: at most
+//     2 x 255 x 63 = 32,130), measured as good as 8-bit there.
 // - AMX (Intel Sapphire Rapids and later, on top of AVX-512 VNNI): the same packed weights are AMX's B tiles as they
 //   are (16 k-groups of 16 outputs x 4 bytes = one 16 x 64-byte tile), the uint8 activations its A tiles, and
 //   tdpbusd the same uint8 x int8 -> int32 sums as vpdpbusd, 16 x 16 x 64 per instruction. Same integers, same
@@ -54,12 +56,10 @@ namespace {
 constexpr const char* kKernels = "avx512-vnni";
 constexpr int kRows = 8;  // rows a pass: their accumulators + the weight vector stay in registers
 constexpr int kWeightMax = 127;
-constexpr int kLinearPairs = 4;
 #else
 constexpr const char* kKernels = "avx2";
 constexpr int kRows = 6;  // 6 rows x 2 accumulators + 2 weight vectors + ones + the broadcast = AVX2's 16 registers
-constexpr int kWeightMax = 63;  // the uint8 kernel: vpmaddubsw's int16 pair sums stay exact (above)
-constexpr int kLinearPairs = 2;  // linear layers (Linear::exact): the int16 kernel's [n/16][k/2][16][2]
+constexpr int kWeightMax = 63;  // attention's keys and values: vpmaddubsw's int16 pair sums stay exact (above)
 #endif
 constexpr int kPairs = 4;  // k values per output in a uint8 kernel's packed group: [n/16][k/kPairs][16][kPairs]
 using Act = uint8_t;       // an activation as the uint8 kernels multiply it: int8 shifted to uint8
@@ -71,9 +71,6 @@ struct Linear {
   const float* scale = nullptr;   // per output row
   const float* bias = nullptr;    // or null
   int k = 0, n = 0;
-  // A linear layer's 8-bit weights, packed by pack() (kLinearPairs): AVX2 builds multiply them on the int16 kernel.
-  // Without it (attention's keys and values, packed by encoder.cpp), the uint8 kernel and weights to kWeightMax.
-  bool exact = false;
 };
 
 // The activations of a product, quantized per row; one set per thread (several decoding workers call in at once).
@@ -81,7 +78,6 @@ struct Linear {
 // access: 2.5x slower).
 struct Activations {
   std::vector<Act> xq;
-  std::vector<int16_t> x16;  // for the exact AVX2 kernel
   std::vector<float> row_scale;
 };
 thread_local Activations activations;
@@ -200,76 +196,11 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
   }
 }
 
-// The exact kernel (Linear::exact): outputs ob..ob+15 of MB (<= 6) rows, y[i][o] = sx[i] * sw[o] * sum_k x16[i][k] *
-// w[o][k] + bias[o] (signed activations, no compensation term); weights packed [n/16][k/2][16][2], sign-extended to
-// int16 as they are loaded, each output's pair summed into one int32 by vpmaddwd.
-template <int MB>
-__attribute__((noinline)) void linear_rows(const Linear& L, const int16_t* xq, const float* row_scale, int ob,
-                                           float* y) {
-  const int k = L.k, n = L.n;
-  __m256i l0 = _mm256_setzero_si256(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0, l4 = l0,
-          h4 = l0, l5 = l0, h5 = l0;
-  const int8_t* wb = L.w + (size_t)ob * k;
-  const int32_t* x32 = reinterpret_cast<const int32_t*>(xq);  // activation pairs (k even)
-  const int kh = k / 2;
-  for (int j = 0; j < kh; ++j) {
-    const __m256i wl = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wb + (size_t)j * 32)));
-    const __m256i wh = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i*)(wb + (size_t)j * 32 + 16)));
-#define PODBRIEF_ROW(I)                                                   \
-  if constexpr (MB > I) {                                                 \
-    const __m256i xv = _mm256_set1_epi32(x32[(size_t)I * kh + j]);        \
-    l##I = _mm256_add_epi32(l##I, _mm256_madd_epi16(xv, wl));             \
-    h##I = _mm256_add_epi32(h##I, _mm256_madd_epi16(xv, wh));             \
-  }
-    PODBRIEF_ROW(0) PODBRIEF_ROW(1) PODBRIEF_ROW(2) PODBRIEF_ROW(3) PODBRIEF_ROW(4) PODBRIEF_ROW(5)
-#undef PODBRIEF_ROW
-  }
-  const __m256i acc[6][2] = {{l0, h0}, {l1, h1}, {l2, h2}, {l3, h3}, {l4, h4}, {l5, h5}};
-  const int rem = std::min(16, n - ob);
-  alignas(32) float ws[16] = {}, bias[16] = {}, out[16];
-  std::memcpy(ws, L.scale + ob, rem * sizeof(float));
-  if (L.bias) std::memcpy(bias, L.bias + ob, rem * sizeof(float));
-  for (int i = 0; i < MB; ++i) {
-    const __m256 s = _mm256_set1_ps(row_scale[i]);
-    float* dst = y + (size_t)i * n + ob;
-    const __m256 r0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][0]), _mm256_mul_ps(_mm256_load_ps(ws), s),
-                                      _mm256_load_ps(bias));
-    const __m256 r1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[i][1]), _mm256_mul_ps(_mm256_load_ps(ws + 8), s),
-                                      _mm256_load_ps(bias + 8));
-    if (rem == 16) {
-      _mm256_storeu_ps(dst, r0), _mm256_storeu_ps(dst + 8, r1);
-    } else {
-      _mm256_store_ps(out, r0), _mm256_store_ps(out + 8, r1);
-      std::memcpy(dst, out, rem * sizeof(float));
-    }
-  }
-}
-
-// in[m][k] -> x16 (int8 values as int16, unshifted) and row_scale (amax / 127 per row), for the exact kernel.
-inline void quantize_exact(const float* in, int m, int k, int16_t* xq, float* row_scale) {
-  for (int i = 0; i < m; ++i) {
-    const float* r = in + (size_t)i * k;
-    int16_t* q = xq + (size_t)i * k;
-    const float amax = row_amax(r, k), inv = 127.f / amax;
-    const __m256 inv8 = _mm256_set1_ps(inv);
-    int j = 0;
-    for (; j + 16 <= k; j += 16) {
-      const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(r + j), inv8));
-      const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(r + j + 8), inv8));
-      // packs works within 128-bit lanes: a0-3 b0-3 | a4-7 b4-7, put back in order by 64-bit quarters.
-      _mm256_storeu_si256((__m256i*)(q + j), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8));
-    }
-    row_scale[i] = amax / 127.f;
-    for (; j < k; ++j) q[j] = (int16_t)std::nearbyint(r[j] * inv);
-  }
-}
-
 #endif
 
-// linear_rows<mb> for a group of mb <= MB rows: the row count must be a template argument (registers). T: Act, or
-// int16_t for the exact AVX2 kernel.
-template <int MB, class T>
-inline void linear_group(const Linear& L, const T* xq, const float* row_scale, int ob, float* y, int mb) {
+// linear_rows<mb> for a group of mb <= MB rows: the row count must be a template argument (registers).
+template <int MB>
+inline void linear_group(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y, int mb) {
   if constexpr (MB > 0) {
     if (mb == MB)
       linear_rows<MB>(L, xq, row_scale, ob, y);
@@ -419,14 +350,13 @@ inline size_t padded_rows(int m) { return (size_t)(m + 15) / 16 * 16; }
 // weights (16 x k int8, 6 KB for tiny's width) are read from memory once and stay in L1 for every group of rows.
 // (Rows outside streamed the whole matrix, 20 MB for the vocabulary projection, once per group of rows.) Many rows
 // (the encoder's 1,500 frames) go in tiles whose activations stay in L2 while every output block passes over them.
-template <class T>
-inline void linear_blocks(const Linear& L, const T* xq, const float* row_scale, int m, float* y, int ob0, int ob1) {
+inline void linear_blocks(const Linear& L, const Act* xq, const float* row_scale, int m, float* y, int ob0, int ob1) {
   const int k = L.k, n = L.n;
 #ifdef PODBRIEF_AMX
   // Fewer than 16 rows would leave most of a tile idle (the decoder's steps): vpdpbusd does those.
   if (k % 64 == 0 && m >= 16 && amx_active()) return linear_blocks_amx(L, xq, row_scale, m, y, ob0, ob1);
 #endif
-  const int tile = std::max(kRows, (int)(96 * 1024 / (k * sizeof(T))) / kRows * kRows);
+  const int tile = std::max(kRows, (int)(96 * 1024 / k) / kRows * kRows);
   for (int t0 = 0; t0 < m; t0 += tile) {
     const int t1 = std::min(m, t0 + tile);
     for (int ob = ob0; ob < ob1; ob += 16)
@@ -459,30 +389,20 @@ void parallel(int threads, int n, F&& f) {
 }
 
 // y[m][n] = in[m][k] x W^T + bias (GELU after, with `gelu_after`), activations quantized per row to int8 (scale
-// amax / 127) by the calling thread, output blocks shared among `threads`; Linear::exact ones on the exact kernel.
+// amax / 127) by the calling thread, output blocks shared among `threads`.
 inline void linear(const Linear& L, const float* in, int m, float* y, int threads = 1, bool gelu_after = false) {
   Activations& A = activations;
   grow(A.row_scale, (size_t)m);
-  const float* row_scale = A.row_scale.data();
-  const int blocks = (L.n + 15) / 16;
-  auto run = [&](const auto* xq) {
-    parallel(threads, blocks, [&](int b0, int b1) {
-      const int ob0 = b0 * 16, ob1 = std::min(L.n, b1 * 16);
-      linear_blocks(L, xq, row_scale, m, y, ob0, ob1);
-      if (gelu_after)
-        for (int i = 0; i < m; ++i) gelu(y + (size_t)i * L.n + ob0, ob1 - ob0);
-    });
-  };
-#ifndef PODBRIEF_AVX512
-  if (L.exact) {
-    grow(A.x16, (size_t)m * L.k);
-    quantize_exact(in, m, L.k, A.x16.data(), A.row_scale.data());
-    return run((const int16_t*)A.x16.data());
-  }
-#endif
   grow(A.xq, padded_rows(m) * L.k);
   quantize_activations(in, m, L.k, A.xq.data(), A.row_scale.data());
-  run((const Act*)A.xq.data());
+  const Act* xq = A.xq.data();
+  const float* row_scale = A.row_scale.data();
+  parallel(threads, (L.n + 15) / 16, [&](int b0, int b1) {
+    const int ob0 = b0 * 16, ob1 = std::min(L.n, b1 * 16);
+    linear_blocks(L, xq, row_scale, m, y, ob0, ob1);
+    if (gelu_after)
+      for (int i = 0; i < m; ++i) gelu(y + (size_t)i * L.n + ob0, ob1 - ob0);
+  });
 }
 
 inline void layer_norm(const float* in, int m, int d, const float* g, const float* b, float* out) {
@@ -586,6 +506,24 @@ inline __m256 exp_nonpositive8(__m256 x) {
   return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
 }
 
+// erf16's formula 8 at a time (AVX2). 1 / d by a division, where AVX-512 refines vrcp14ps by a Newton step: the
+// same value but for a rare last bit. (Before: libmvec's erff, whose values differ from erf16's in the last bits
+// often enough to move an activation to the neighbouring int8 step, so the AVX2 and AVX-512 builds parted ways.)
+inline __m256 erf8(__m256 x) {
+  const __m256 a = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
+  const __m256 d = _mm256_fmadd_ps(a, _mm256_set1_ps(0.3275911f), _mm256_set1_ps(1.f));
+  const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.f), d);
+  __m256 p = _mm256_set1_ps(1.061405429f);
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
+  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
+  p = _mm256_mul_ps(p, t);
+  const __m256 y = _mm256_fnmadd_ps(p, exp_nonpositive8(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), a), a)),
+                                    _mm256_set1_ps(1.f));
+  return _mm256_blendv_ps(y, _mm256_sub_ps(_mm256_setzero_ps(), y), _mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_LT_OQ));
+}
+
 // Sum of exp(s[i] - mx) over [0, n), each written back to s when `store`: 8 at a time, the tail by expf.
 template <bool store>
 inline float sum_exp(float* s, int n, float mx) {
@@ -625,14 +563,20 @@ inline void gelu(float* v, size_t n) {
     const __m512 half_x = _mm512_mul_ps(_mm512_set1_ps(0.5f), x);
     _mm512_storeu_ps(v + i, _mm512_mul_ps(half_x, _mm512_add_ps(e, _mm512_set1_ps(1.f))));
   }
+#else
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(v + i);
+    const __m256 e = erf8(_mm256_mul_ps(x, _mm256_set1_ps(0.70710678f)));
+    const __m256 half_x = _mm256_mul_ps(_mm256_set1_ps(0.5f), x);
+    _mm256_storeu_ps(v + i, _mm256_mul_ps(half_x, _mm256_add_ps(e, _mm256_set1_ps(1.f))));
+  }
 #endif
   for (; i < n; ++i) v[i] = 0.5f * v[i] * (1.f + erff(v[i] * 0.70710678f));
 }
 
 // w: n x k int8, row-major, k a multiple of kPairs -> out: (n rounded up to 16) x k packed as the kernels read it
-// ([n/16][k/pairs][16][pairs], zero rows past n; pairs = kPairs, or kLinearPairs for a Linear::exact product);
-// comp: 128 * the row sums (the uint8 activations' shift).
-inline void pack_weights(const int8_t* w, int n, int k, int8_t* out, int32_t* comp, int pairs = kPairs) {
+// ([n/16][k/kPairs][16][kPairs], zero rows past n); comp: 128 * the row sums (the uint8 activations' shift).
+inline void pack_weights(const int8_t* w, int n, int k, int8_t* out, int32_t* comp) {
   for (int o = 0; o < n; ++o) {
     int32_t s = 0;
     for (int j = 0; j < k; ++j) s += w[(size_t)o * k + j];
@@ -640,9 +584,9 @@ inline void pack_weights(const int8_t* w, int n, int k, int8_t* out, int32_t* co
   }
   size_t p = 0;
   for (int ob = 0; ob < n; ob += 16)
-    for (int j = 0; j < k; j += pairs)
+    for (int j = 0; j < k; j += kPairs)
       for (int r = 0; r < 16; ++r)
-        for (int t = 0; t < pairs; ++t) out[p++] = (ob + r < n) ? w[(size_t)(ob + r) * k + j + t] : 0;
+        for (int t = 0; t < kPairs; ++t) out[p++] = (ob + r < n) ? w[(size_t)(ob + r) * k + j + t] : 0;
 }
 
 }  // namespace

@@ -140,7 +140,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.free_model.restype = None
     lib.pack.argtypes = [p, i, i, p, p]
     lib.pack.restype = None
-    lib.product.argtypes = [p, i, i, p, i, p, i]
+    lib.product.argtypes = [p, i, i, p, i, p]
     lib.product.restype = None
     lib.set_linear.argtypes = [p, i, i, p, p, p, p, i, i]
     lib.set_linear.restype = None
