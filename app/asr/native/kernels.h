@@ -449,6 +449,10 @@ inline float max_of(const float* v, int n) {
 // 2^r for r in [-1/2, 1/2]: its Taylor polynomial of degree 6, highest power first (exp_nonpositive, both widths).
 constexpr float kExp2Taylor[7] = {1.5403530e-4f, 1.3333558e-3f, 9.6181291e-3f, 5.5504109e-2f,
                                   2.4022651e-1f, 6.9314718e-1f, 1.f};
+// erf(x) by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7, float32's own order next to 1):
+// 1 - t (a1 + t (a2 + ...)) exp(-x^2) with t = 1 / (1 + p |x|); kErfPoly = a5..a1 (Horner's order).
+constexpr float kErfP = 0.3275911f;
+constexpr float kErfPoly[5] = {1.061405429f, -1.453152027f, 1.421413741f, -0.284496736f, 0.254829592f};
 
 #ifdef PODBRIEF_AVX512
 // exp(x) for x <= 0, 16 at a time: 2^(x log2 e) = 2^n 2^r, r in [-1/2, 1/2] by its Taylor polynomial of degree 6
@@ -477,17 +481,14 @@ inline float sum_exp(float* s, int n, float mx) {
   return _mm512_reduce_add_ps(sum);
 }
 
-// erf(x), 16 at a time: Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7, float32's own order next to 1).
+// erf(x), 16 at a time: Abramowitz & Stegun 7.1.26 (kErfPoly, above).
 inline __m512 erf16(__m512 x) {
   const __m512 a = _mm512_abs_ps(x);
-  const __m512 d = _mm512_fmadd_ps(a, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.f));
+  const __m512 d = _mm512_fmadd_ps(a, _mm512_set1_ps(kErfP), _mm512_set1_ps(1.f));
   __m512 t = _mm512_rcp14_ps(d);  // 14 bits, and one Newton step: ~28
   t = _mm512_mul_ps(t, _mm512_fnmadd_ps(d, t, _mm512_set1_ps(2.f)));
-  __m512 p = _mm512_set1_ps(1.061405429f);
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
-  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+  __m512 p = _mm512_set1_ps(kErfPoly[0]);
+  for (int i = 1; i < 5; ++i) p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(kErfPoly[i]));
   p = _mm512_mul_ps(p, t);
   const __m512 y = _mm512_fnmadd_ps(p, exp_nonpositive(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), a), a)),
                                     _mm512_set1_ps(1.f));
@@ -511,13 +512,10 @@ inline __m256 exp_nonpositive8(__m256 x) {
 // often enough to move an activation to the neighbouring int8 step, so the AVX2 and AVX-512 builds parted ways.)
 inline __m256 erf8(__m256 x) {
   const __m256 a = _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff)));
-  const __m256 d = _mm256_fmadd_ps(a, _mm256_set1_ps(0.3275911f), _mm256_set1_ps(1.f));
+  const __m256 d = _mm256_fmadd_ps(a, _mm256_set1_ps(kErfP), _mm256_set1_ps(1.f));
   const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.f), d);
-  __m256 p = _mm256_set1_ps(1.061405429f);
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-1.453152027f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(1.421413741f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(-0.284496736f));
-  p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(0.254829592f));
+  __m256 p = _mm256_set1_ps(kErfPoly[0]);
+  for (int i = 1; i < 5; ++i) p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(kErfPoly[i]));
   p = _mm256_mul_ps(p, t);
   const __m256 y = _mm256_fnmadd_ps(p, exp_nonpositive8(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), a), a)),
                                     _mm256_set1_ps(1.f));
