@@ -95,6 +95,46 @@ def test_threads_change_the_speed_not_the_result(checkpoint: Path, whisper_cache
     assert len(results) == 2 and all(np.array_equal(r, one) for r in results)
 
 
+def test_each_window_takes_the_share_of_the_cores_free_when_it_starts(
+    checkpoint: Path, whisper_cache: Path, mels: np.ndarray
+) -> None:
+    """The encoder asks its CoreShare before each window (app.asr.cores): while another decoding worker is at work
+    a window gets one of the two cores, and once it has finished the next window takes both."""
+    encoder = NativeEncoder(checkpoint, whisper_cache, threads=2)
+    cores = encoder.cores
+    lib = encoder.lib
+    busy, leave = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    class Spy:  # the library, with each window's thread count written down
+        def __getattr__(self, name: str) -> object:
+            return getattr(lib, name)
+
+        def encode(self, handle: object, mel: object, frames: int, out: object, threads: int) -> None:
+            seen.append(threads)
+            if len(seen) == 1:
+                leave.set()  # the other worker finishes during the first window
+                while cores.busy > 1:
+                    pass
+            lib.encode(handle, mel, frames, out, threads)
+
+    def other_worker() -> None:
+        with cores.working():
+            busy.set()
+            leave.wait(10)
+
+    worker = threading.Thread(target=other_worker)
+    worker.start()
+    busy.wait(10)
+    encoder.lib = Spy()
+    try:
+        out = encoder(np.ascontiguousarray(mels[:, :, :400]))  # two windows
+    finally:
+        worker.join()
+    assert seen == [1, 2] and cores.busy == 0
+    assert np.array_equal(out, NativeEncoder(checkpoint, whisper_cache, threads=1)(mels[:, :, :400]))
+
+
 def test_input_it_cannot_encode_is_refused(native: NativeEncoder, mels: np.ndarray) -> None:
     with pytest.raises(ValueError, match="even frames"):
         native(np.ascontiguousarray(mels[:, :, :999]))
