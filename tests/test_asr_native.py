@@ -360,6 +360,15 @@ def test_the_pair_bound_keeps_same_sign_neighbours_within_128_at_a_little_precis
     assert (err <= scale / 2 + 1e-6).all()  # rounding error only: nothing clipped
 
 
+def test_the_avx2_kernels_are_never_given_weights_without_the_pair_bound() -> None:
+    from app.asr.native.model import pair_bound_for
+
+    assert pair_bound_for("avx2") and not pair_bound_for("avx512-vnni")
+    assert pair_bound_for("avx512-vnni", True) and pair_bound_for("avx2", True)  # the tests' common weights
+    with pytest.raises(ValueError, match="saturate"):
+        pair_bound_for("avx2", False)
+
+
 @needs_native
 @pytest.mark.slow
 def test_native_transcribes_what_ctranslate2s_does(whisper_cache: Path) -> None:

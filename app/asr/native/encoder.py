@@ -14,7 +14,7 @@ import numpy as np
 
 from app.asr.cores import CoreShare
 from app.asr.native import library
-from app.asr.native.model import f32, fused_qkv, needs_pair_bound, packed_linear, ptr
+from app.asr.native.model import f32, fused_qkv, packed_linear, pair_bound_for, ptr
 
 # Indices of the linear layers in encoder.cpp's set_encoder_linear.
 QKV, SELF_OUT, MLP_UP, MLP_DOWN, CONV1, CONV2 = range(6)
@@ -44,7 +44,7 @@ class NativeEncoder:
 
         self.lib = library.load(cache_dir, extra=extra)
         self.kernels = str(self.lib.kernels().decode())
-        self.pair_bound = needs_pair_bound(self.kernels) if pair_bound is None else pair_bound
+        self.pair_bound = pair_bound_for(self.kernels, pair_bound)
         self.amx = bool(self.lib.set_amx(-1))  # products with k a multiple of 64 on AMX tiles (kernels.h)
         enc = whisper.load_model(str(checkpoint), device="cpu").float().eval().encoder
         self.width = int(enc.conv1.weight.shape[0])

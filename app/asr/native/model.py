@@ -28,7 +28,7 @@ def ptr(a: np.ndarray) -> ctypes.c_void_p:
 def quantize_rows(w: np.ndarray, pair_bound: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(int8 weights, float32 scale per output row): w ~= q * scale[:, None].
 
-    `pair_bound` (what the AVX2 kernels need, `needs_pair_bound`): every row's scale also covers the sums of its
+    `pair_bound` (what the AVX2 kernels need, `pair_bound_for`): every row's scale also covers the sums of its
     neighbours w[2p] + w[2p+1], so |q[2p] + q[2p+1]| <= 128 (127 before rounding, + 1 at most after). AVX2's
     vpmaddubsw adds each such pair of uint8 x int8 products into an int16: at most 255 x 128 = 32,640 for a pair
     of one sign, 255 x 127 for a pair of opposite signs, so no sum can saturate. The scale grows 1.1-1.3x on
@@ -41,10 +41,16 @@ def quantize_rows(w: np.ndarray, pair_bound: bool = False) -> tuple[np.ndarray, 
     return np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8), scale
 
 
-def needs_pair_bound(kernels: str) -> bool:
-    """Whether a library with these kernels ("avx2" or "avx512-vnni") needs quantize_rows' pair bound. AVX-512's
-    vpdpbusd adds uint8 x int8 products straight into int32: full 8-bit weights."""
-    return kernels == "avx2"
+def pair_bound_for(kernels: str, asked: bool | None = None) -> bool:
+    """quantize_rows' `pair_bound` for a library with these kernels ("avx2" or "avx512-vnni"): what they need
+    unless `asked`. AVX2's vpmaddubsw would saturate on weights without the bound, so those are refused; AVX-512's
+    vpdpbusd adds uint8 x int8 products straight into int32 and takes either (full 8-bit by default)."""
+    needed = kernels == "avx2"
+    if asked is None:
+        return needed
+    if needed and not asked:
+        raise ValueError("the AVX2 kernels need pair-bounded weights (quantize_rows): their sums would saturate")
+    return asked
 
 
 class NativeModel:
@@ -54,13 +60,13 @@ class NativeModel:
         self, checkpoint: Path, cache_dir: Path, extra: Sequence[str] = (), pair_bound: bool | None = None
     ) -> None:
         """`extra`: compiler options for the library (library.load). `pair_bound`: quantize the weights with
-        quantize_rows' pair bound; None: where the kernels need it (the tests that compare both kernel families
-        give both the same weights)."""
+        quantize_rows' pair bound; None: where the kernels need it (pair_bound_for; the tests that compare both
+        kernel families give both the same weights)."""
         import whisper
 
         self.lib = library.load(cache_dir, extra=extra)
         self.kernels = str(self.lib.kernels().decode())  # "avx512-vnni" or "avx2"
-        self.pair_bound = needs_pair_bound(self.kernels) if pair_bound is None else pair_bound
+        self.pair_bound = pair_bound_for(self.kernels, pair_bound)
         dec = whisper.load_model(str(checkpoint), device="cpu").float().eval().decoder
         emb = f32(dec.token_embedding.weight)
         self.vocab, self.width = emb.shape
