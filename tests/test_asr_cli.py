@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from app.asr import select
+from app.asr.native import library
 from app.cli import main
 
 SPEECH = Path(__file__).parent / "data" / "speech"
@@ -64,6 +66,28 @@ def test_bench_transcribe_prints_one_json_object(env: Path, capsys: pytest.Captu
         assert 0.0 <= entry["wer"] <= 0.2
     assert report["speedup_vs_baseline"]["openai-whisper"] == 1.0
     assert report["speedup_vs_baseline"]["faster-whisper"] > 0
+    # Which machine, and which of the native library's kernels ran: ratios differ from one CPU kind to the next.
+    assert report["machine"]["cores"] == os.cpu_count() and report["machine"]["cpu"]
+    if library.missing() is None:
+        assert "avx2" in report["machine"]["isa"]
+        assert report["engines"]["faster-whisper"]["kernels"] in ("avx2", "avx512-vnni", "avx512-vnni+amx")
+    assert "kernels" not in report["engines"]["openai-whisper"]
+
+
+def test_the_bench_names_the_first_processor_and_its_instruction_sets(tmp_path: Path) -> None:
+    from app.asr.bench import machine
+
+    block = (
+        "processor\t: {n}\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+        "model name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx2 fma f16c bmi2\n\n"
+    )
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(block.format(n=0) + block.format(n=1).replace("7B13", "other"))
+    got = machine(cpuinfo)
+    assert got["cpu"] == "AMD EPYC 7B13" and (got["family"], got["model"]) == (25, 1)
+    assert got["isa"] == ["avx2", "fma", "f16c"]  # no AVX-512: a Zen 3
+    missing = machine(tmp_path / "absent")  # not Linux: still a report
+    assert missing["family"] is None and missing["isa"] == [] and missing["cores"] == os.cpu_count()
 
 
 def test_duration_cap_refused_by_the_command(

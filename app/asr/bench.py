@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 import time
 from collections.abc import Sequence
@@ -24,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from app.asr.audio import SAMPLE_RATE, load_audio, load_raw_pcm16
+from app.asr.cpu_encoder import cpu_flags
 from app.asr.engines.base import Engine
 from app.asr.hygiene import clean_segments
 from app.asr.select import EngineSpec, build
@@ -115,6 +118,36 @@ def tile(clips: Sequence[Clip], seconds: float, gap: float = 0.5) -> list[Clip]:
     return [
         Clip(name=f"tiled-{seconds:.0f}s", audio=np.concatenate(parts), reference=" ".join(refs) if has_refs else None)
     ]
+
+
+# The instruction sets the CPU engines choose kernels by (app.asr.cpu_encoder, app.asr.native), named in `machine`.
+ISA_FLAGS = ("avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_int8")
+
+
+def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """The CPU a run measured: ratios differ from one CPU kind to the next (an AMD Zen 3 has no AVX-512; a Zen 4
+    and an Emerald Rapids do, the latter with AMX), so every report says which one it was."""
+    fields: dict[str, str] = {}
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if not sep:
+                break  # the first processor's block ends at its blank line
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = cpu_flags(cpuinfo)
+
+    def number(key: str) -> int | None:
+        return int(fields[key]) if fields.get(key, "").isdigit() else None
+
+    return {
+        "cpu": fields.get("model name") or platform.processor() or platform.machine(),
+        "family": number("cpu family"),
+        "model": number("model"),
+        "cores": os.cpu_count(),
+        "isa": [f for f in ISA_FLAGS if f in flags],
+    }
 
 
 def _default_cache_dir() -> Path:
@@ -224,6 +257,8 @@ def bench(
             results[name]["encoder"] = engine.encoder_used  # type: ignore[attr-defined]
         if getattr(engine, "decoder_used", ""):
             results[name]["decoder"] = engine.decoder_used  # type: ignore[attr-defined]
+        if getattr(engine, "kernels_used", ""):
+            results[name]["kernels"] = engine.kernels_used  # type: ignore[attr-defined]
         print(f"bench: {name}: {results[name]}", file=log, flush=True)
 
     base_wall = results.get(BASELINE, {}).get("wall_seconds")
@@ -239,6 +274,7 @@ def bench(
         "baseline": BASELINE,
         "speedup_vs_baseline": speedup,
         "device": device,
+        "machine": machine(),
         "model": model,
         "batch_size": batch_size,
         "files": [c.name for c in clips],
