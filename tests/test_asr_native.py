@@ -457,6 +457,70 @@ def test_a_step_writes_its_logits_into_a_lent_buffer_and_refuses_one_that_does_n
     m.release(cache, cross, out)
 
 
+def _steps(m: Any, threads: int, windows: int = 2, beams: int = 3, frames: int = 300) -> np.ndarray:
+    """Logits of 6 steps of `windows` x `beams` rows on random audio features, every call on `threads`."""
+    feats = np.random.default_rng(1).standard_normal((windows, frames, m.width)).astype(np.float32)
+    rows = windows * beams
+    cache, cross = m.caches(feats, rows, threads)
+    row_slot, window_slot = np.arange(rows, dtype=np.int32), np.arange(windows, dtype=np.int32)
+    out = []
+    for pos, token in enumerate([50257, 50362, 50363, 464, 1893, 286]):  # <|sot|>, timestamps, "The", ...
+        tokens = np.full(rows, token, np.int32) + np.arange(rows, dtype=np.int32) * (pos > 2)
+        out.append(m.step(tokens, windows, row_slot, window_slot, frames, pos, cache, cross, threads).copy())
+    m.release(cache, cross)
+    return np.stack(out)
+
+
+@needs_native
+def test_a_step_gives_the_same_logits_on_any_number_of_threads(native: generate.NativeGenerator) -> None:
+    """Threads share a step's products (output blocks) and attention ((row or window, head) pairs) on the
+    library's helper threads: each output is computed the same whichever thread takes it, so the bits agree.
+    Also with two callers at once (one has the helpers, the other starts threads of its own)."""
+    import threading
+
+    m = native.model
+    one = _steps(m, 1)
+    for threads in (2, 3):
+        np.testing.assert_array_equal(_steps(m, threads), one)
+    single_window = _steps(m, 1, windows=1, beams=2)
+    np.testing.assert_array_equal(_steps(m, 2, windows=1, beams=2), single_window)
+    got: list[np.ndarray] = []
+    callers = [threading.Thread(target=lambda: got.append(_steps(m, 2))) for _ in range(2)]
+    for c in callers:
+        c.start()
+    for c in callers:
+        c.join(timeout=120)
+    assert len(got) == 2
+    for g in got:
+        np.testing.assert_array_equal(g, one)
+
+
+@needs_native
+def test_a_forked_child_decodes_with_helpers_of_its_own(native: generate.NativeGenerator) -> None:
+    """Celery's prefork pool forks after the parent may have used the helper threads: the child has none of
+    them (and maybe a mutex held at fork time), so it must start its own rather than wait for the parent's."""
+    import multiprocessing
+
+    m = native.model
+    want = _steps(m, 2)  # the parent's helpers exist from here on
+    ctx = multiprocessing.get_context("fork")
+    reader, writer = ctx.Pipe(duplex=False)
+
+    def child() -> None:  # runs in the fork: the model and `want` are its copies of the parent's
+        writer.send(bool(np.array_equal(_steps(m, 2), want)))
+
+    process = ctx.Process(target=child)
+    process.start()
+    try:
+        assert reader.poll(120), "the forked child hung (waiting for helper threads it does not have?)"
+        assert reader.recv() is True
+    finally:
+        process.join(timeout=10)
+        if process.is_alive():
+            process.kill()
+    assert process.exitcode == 0
+
+
 def test_buffer_pool_lends_the_smallest_free_array_that_fits_and_keeps_the_largest() -> None:
     from app.asr.native.model import BufferPool
 

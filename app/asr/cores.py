@@ -5,7 +5,9 @@ exactly as long: 7 windows against 6, a 20 s window against a 30 s one. A thread
 left a core idle for the rest of the longer run: on 2 cores, the dev episode's 13 windows took 3.7-4.1 s when the
 6-window worker had started first with both cores, 3.3 s when the 7-window one had (2026-12-06,
 docs/benchmarks.md). Each encoder window and each decoder step asks `threads()` again, so a worker left alone
-takes the cores the others gave back, and two workers never run more threads than there are cores.
+takes the cores the others gave back, and two workers never run more threads than there are cores. (The native
+library runs a caller's extra threads on helpers it keeps, app/asr/native/kernels.h `podbrief::Pool`: a decoder
+step is too short to start threads for.)
 """
 
 from __future__ import annotations

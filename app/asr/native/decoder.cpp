@@ -189,6 +189,44 @@ inline unsigned beats(const float* v, int n, float threshold) {
 #endif
 }
 
+// One head's keys (which 0) or values (1) of kv [frames][width] (float32) into `head` (float16, zero padded to fp
+// frames): keys as [fp / 16][64][16], values as [fp][64] (cross_kv).
+void convert_head(const float* kv, int frames, int fp, int d, int h, int which, uint16_t* head) {
+  constexpr int hd = 64;
+#ifdef PODBRIEF_AVX512
+  // 16 values a conversion (one at a time was ~5 ms a window); padding frames written as zeros.
+  const __m512i rows16 = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                            _mm512_set1_epi32(d));
+  if (which == 0) {  // keys [fp / 16][64][16]: 16 frames of one dimension, gathered down the column
+    for (int f0 = 0; f0 < fp; f0 += 16) {
+      const int n = std::min(16, frames - f0);
+      const __mmask16 valid = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << std::max(n, 0)) - 1);
+      for (int e = 0; e < hd; ++e) {
+        const __m512 v =
+            _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, rows16, kv + (size_t)f0 * d + h * hd + e, 4);
+        _mm256_storeu_si256((__m256i*)(head + ((size_t)(f0 / 16) * hd + e) * 16), _mm512_cvtps_ph(v, 0));
+      }
+    }
+  } else {  // values [fp][64]
+    for (int f = 0; f < frames; ++f)
+      for (int c = 0; c < hd; c += 16)
+        _mm256_storeu_si256((__m256i*)(head + (size_t)f * hd + c),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(kv + (size_t)f * d + h * hd + c), 0));
+    std::memset(head + (size_t)frames * hd, 0, (size_t)(fp - frames) * hd * sizeof(uint16_t));
+  }
+#else
+  std::memset(head, 0, (size_t)fp * hd * sizeof(uint16_t));
+  for (int f = 0; f < frames; ++f)
+    for (int e = 0; e < hd; ++e) {
+      const uint16_t v = _cvtss_sh(kv[(size_t)f * d + h * hd + e], 0);
+      if (which == 0)
+        head[((size_t)(f / 16) * hd + e) * 16 + f % 16] = v;
+      else
+        head[(size_t)f * hd + e] = v;
+    }
+#endif
+}
+
 }  // namespace
 
 extern "C" {
@@ -234,57 +272,21 @@ size_t cross_slot_size(const void* model, int frames) {
 // A window's audio keys and values for every layer: features float32 [frames][width] (the encoder's output) ->
 // cross slot `out` (float16, cross_slot_halves values): keys as [head][frames16 / 16][64][16] (each block of 16
 // frames one contiguous 2 KB run, read front to back), values as [head][frames16][64], frames16 = frames rounded
-// up to 16, zero padded.
-void cross_kv(const void* model, const float* features, int frames, uint16_t* out) {
+// up to 16, zero padded. `threads` share the products and the conversion (heads), as in step().
+void cross_kv(const void* model, const float* features, int frames, uint16_t* out, int threads) {
   const Model& M = *static_cast<const Model*>(model);
   const int d = M.width, H = M.heads, hd = d / H, fp = (frames + 15) / 16 * 16;
   Scratch& S = scratch;
   if (S.kv.size() < (size_t)frames * d) S.kv.resize((size_t)frames * d);
   float* kv = S.kv.data();
-#ifndef PODBRIEF_AVX512
-  std::memset(out, 0, cross_slot_halves(M, frames) * sizeof(uint16_t));
-#endif
-  for (int l = 0; l < M.layers; ++l) {
+  for (int l = 0; l < M.layers; ++l)
     for (int which = 0; which < 2; ++which) {
-      linear(which == 0 ? M.layer[l].cross_k : M.layer[l].cross_v, features, frames, kv);
+      linear(which == 0 ? M.layer[l].cross_k : M.layer[l].cross_v, features, frames, kv, threads);
       uint16_t* dst = out + ((size_t)l * 2 + which) * d * fp;
-#ifdef PODBRIEF_AVX512
-      // 16 values a conversion (one at a time was ~5 ms a window); padding frames written as zeros.
-      const __m512i rows16 = _mm512_mullo_epi32(
-          _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(d));
-      for (int h = 0; h < H; ++h) {
-        uint16_t* head = dst + (size_t)h * hd * fp;
-        if (which == 0) {  // keys [fp / 16][64][16]: 16 frames of one dimension, gathered down the column
-          for (int f0 = 0; f0 < fp; f0 += 16) {
-            const int n = std::min(16, frames - f0);
-            const __mmask16 valid = n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << std::max(n, 0)) - 1);
-            for (int e = 0; e < hd; ++e) {
-              const __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, rows16,
-                                                        kv + (size_t)f0 * d + h * hd + e, 4);
-              _mm256_storeu_si256((__m256i*)(head + ((size_t)(f0 / 16) * hd + e) * 16), _mm512_cvtps_ph(v, 0));
-            }
-          }
-        } else {  // values [fp][64]
-          for (int f = 0; f < frames; ++f)
-            for (int c = 0; c < hd; c += 16)
-              _mm256_storeu_si256((__m256i*)(head + (size_t)f * hd + c),
-                                  _mm512_cvtps_ph(_mm512_loadu_ps(kv + (size_t)f * d + h * hd + c), 0));
-          std::memset(head + (size_t)frames * hd, 0, (size_t)(fp - frames) * hd * sizeof(uint16_t));
-        }
-      }
-#else
-      for (int h = 0; h < H; ++h)
-        for (int f = 0; f < frames; ++f)
-          for (int e = 0; e < hd; ++e) {
-            const uint16_t v = _cvtss_sh(kv[(size_t)f * d + h * hd + e], 0);
-            if (which == 0)
-              dst[(size_t)h * hd * fp + ((size_t)(f / 16) * hd + e) * 16 + f % 16] = v;
-            else
-              dst[((size_t)h * fp + f) * hd + e] = v;
-          }
-#endif
+      parallel(threads, H, [&](int h0, int h1) {
+        for (int h = h0; h < h1; ++h) convert_head(kv, frames, fp, d, h, which, dst + (size_t)h * hd * fp);
+      });
     }
-  }
 }
 
 // Positions [0, length) of self-attention slot src copied into slot dst (a beam taking over another's history):
@@ -299,9 +301,10 @@ void copy_slot(const void* model, uint16_t* cache, int dst, int src, int length)
 
 // One decoding step at position `pos` for rows = windows x beams (a window's beams are consecutive rows).
 // row_slot[r]: row r's slot in `cache` (float16, self_slot_size per slot); window_slot[w]: window w's slot in
-// `cross` (cross_slot_size(frames) per slot). logits: float32 [rows][vocab]. `threads`: how many share the
-// vocabulary projection (20 MB of int8 weights for tiny's 51,864 tokens, read once a step: most of a step of a
-// few rows), for a lone decoding worker whose encoder also takes every core; the rest of the step runs on one.
+// `cross` (cross_slot_size(frames) per slot). logits: float32 [rows][vocab]. `threads` share the step: every
+// product's output blocks, the attention's (row or window, head) pairs. More than one only for a decoding worker
+// alone on the CPU (a short file, the last run of a long one; app/asr/cores.py): workers side by side take a core
+// each. Each output and pair is computed the same whichever thread takes it: the logits do not depend on `threads`.
 void step(const void* model, const int32_t* tokens, int rows, int windows, const int32_t* row_slot,
           const int32_t* window_slot, int frames, int pos, uint16_t* cache, const uint16_t* cross, float* logits,
           int threads) {
@@ -313,9 +316,13 @@ void step(const void* model, const int32_t* tokens, int rows, int windows, const
   Scratch& S = scratch;
   S.x.resize((size_t)rows * d), S.h.resize((size_t)rows * d), S.qkv.resize((size_t)rows * 3 * d);
   S.att.resize((size_t)rows * d), S.up.resize((size_t)rows * 4 * d);
-  S.scores.resize((size_t)std::max(ctx, fp) * beams);
   float *x = S.x.data(), *h = S.h.data(), *qkv = S.qkv.data(), *att = S.att.data(), *up = S.up.data();
-  float* scores = S.scores.data();
+  // Each thread's attention scores in its own (thread-local) scratch: at most 4 beams of a window at once.
+  auto scores_of = [&](size_t n) {
+    Scratch& T = scratch;
+    grow(T.scores, n);
+    return T.scores.data();
+  };
   for (int r = 0; r < rows; ++r)
     for (int j = 0; j < d; ++j)
       x[(size_t)r * d + j] = M.embedding[(size_t)tokens[r] * d + j] + M.positions[(size_t)pos * d + j];
@@ -323,12 +330,14 @@ void step(const void* model, const int32_t* tokens, int rows, int windows, const
     const Layer& L = M.layer[l];
     // Self-attention over positions 0..pos.
     layer_norm(x, rows, d, L.ln1_g, L.ln1_b, h);
-    linear(L.qkv, h, rows, qkv);
+    linear(L.qkv, h, rows, qkv, threads);
     const int seen = pos + 1, seen16 = (seen + 15) / 16 * 16;
-    for (int r = 0; r < rows; ++r) {
-      uint16_t* keys = cache + row_slot[r] * self_per + (size_t)l * 2 * d * ctx;
-      uint16_t* values = keys + (size_t)d * ctx;
-      for (int hh = 0; hh < H; ++hh) {
+    parallel(threads, rows * H, [&](int p0, int p1) {
+      float* scores = scores_of((size_t)ctx);
+      for (int p = p0; p < p1; ++p) {
+        const int r = p / H, hh = p % H;
+        uint16_t* keys = cache + row_slot[r] * self_per + (size_t)l * 2 * d * ctx;
+        uint16_t* values = keys + (size_t)d * ctx;
         uint16_t* K = keys + (size_t)hh * ctx * hd;
         uint16_t* V = values + (size_t)hh * ctx * hd;
         const float* q = &qkv[(size_t)r * 3 * d + hh * hd];
@@ -342,16 +351,18 @@ void step(const void* model, const int32_t* tokens, int rows, int windows, const
         softmax(scores, seen);
         cross_values_n(1, V, scores, seen16, seen, &o);
       }
-    }
-    linear(L.out, att, rows, h);
+    });
+    linear(L.out, att, rows, h, threads);
     for (size_t i = 0; i < (size_t)rows * d; ++i) x[i] += h[i];
     // Cross-attention: one pass over a window's keys and one over its values for all of its beams.
     layer_norm(x, rows, d, L.ln2_g, L.ln2_b, h);
-    linear(L.cross_q, h, rows, qkv);
-    for (int w = 0; w < windows; ++w) {
-      const uint16_t* xk = cross + window_slot[w] * cross_per + (size_t)l * 2 * d * fp;
-      const uint16_t* xv = xk + (size_t)d * fp;
-      for (int hh = 0; hh < H; ++hh) {
+    linear(L.cross_q, h, rows, qkv, threads);
+    parallel(threads, windows * H, [&](int p0, int p1) {
+      float* scores = scores_of((size_t)4 * fp);
+      for (int p = p0; p < p1; ++p) {
+        const int w = p / H, hh = p % H;
+        const uint16_t* xk = cross + window_slot[w] * cross_per + (size_t)l * 2 * d * fp;
+        const uint16_t* xv = xk + (size_t)d * fp;
         const uint16_t* K = xk + (size_t)hh * hd * fp;
         const uint16_t* V = xv + (size_t)hh * fp * hd;
         // Beams four at a time (register budget of the kernels above).
@@ -372,14 +383,13 @@ void step(const void* model, const int32_t* tokens, int rows, int windows, const
           cross_values_n(nb, V, scores, fp, frames, outs);
         }
       }
-    }
-    linear(L.cross_out, att, rows, h);
+    });
+    linear(L.cross_out, att, rows, h, threads);
     for (size_t i = 0; i < (size_t)rows * d; ++i) x[i] += h[i];
     // MLP with the exact (erf) GELU Whisper uses.
     layer_norm(x, rows, d, L.ln3_g, L.ln3_b, h);
-    linear(L.up, h, rows, up);
-    gelu(up, (size_t)rows * 4 * d);
-    linear(L.down, up, rows, h);
+    linear(L.up, h, rows, up, threads, true);
+    linear(L.down, up, rows, h, threads);
     for (size_t i = 0; i < (size_t)rows * d; ++i) x[i] += h[i];
   }
   layer_norm(x, rows, d, M.ln_g, M.ln_b, h);
@@ -391,52 +401,54 @@ void step(const void* model, const int32_t* tokens, int rows, int windows, const
 //   ids outside [ts_lo[r], ts_hi[r]), and `blank` ids where first[r] (suppress_blank at the first sampled token);
 // - timestamp rule: if the timestamps' total probability beats every single text token, text is forbidden too;
 // - log-softmax over what is left, then the k most likely (ids, log-probabilities), best first.
-// `logits` is overwritten (masked).
+// `logits` is overwritten (masked). `threads` share the rows.
 void choose(float* logits, int rows, int vocab, const int32_t* suppress, int n_suppress, const int32_t* blank,
             int n_blank, const int32_t* text_end, const int32_t* ts_lo, const int32_t* ts_hi, const int32_t* first,
-            int ts_begin, int k, int32_t* out_ids, float* out_logprobs) {
-  for (int r = 0; r < rows; ++r) {
-    float* z = logits + (size_t)r * vocab;
-    for (int i = 0; i < n_suppress; ++i) z[suppress[i]] = kNeg;
-    if (first[r])
-      for (int i = 0; i < n_blank; ++i) z[blank[i]] = kNeg;
-    for (int i = 0; i < text_end[r]; ++i) z[i] = kNeg;
-    for (int i = ts_begin; i < std::min(ts_lo[r], vocab); ++i) z[i] = kNeg;
-    for (int i = std::max(ts_hi[r], ts_begin); i < vocab; ++i) z[i] = kNeg;
-    // Separate simple loops: each vectorises (float maxima under -ffast-math; the exponentials by kernels.h's
-    // exp_nonpositive: libmvec's expf was 1.5 % of a transcription on a Zen 3).
-    float mx = kNeg, text_max = kNeg;
-    for (int i = 0; i < ts_begin; ++i) text_max = std::max(text_max, z[i]);
-    for (int i = ts_begin; i < vocab; ++i) mx = std::max(mx, z[i]);
-    mx = std::max(mx, text_max);
-    const float text = sum_exp<false>(z, ts_begin, mx), ts = sum_exp<false>(z + ts_begin, vocab - ts_begin, mx);
-    // log P(any timestamp) > log P(best text token) <=> sum exp(ts) > exp(text_max) (same normaliser).
-    const bool ts_wins = ts > 0 && std::log(ts) + mx > text_max;
-    if (ts_wins)
-      for (int i = 0; i < ts_begin; ++i) z[i] = kNeg;
-    const float lse = mx + std::log(ts_wins ? ts : text + ts);
-    int32_t* ids = out_ids + (size_t)r * k;
-    float* lp = out_logprobs + (size_t)r * k;
-    for (int j = 0; j < k; ++j) ids[j] = -1, lp[j] = kNeg;
-    // Top k: 16 logits at a time against the current k-th best; the few that beat it are inserted one by one.
-    for (int i0 = 0; i0 < vocab; i0 += 16) {
-      unsigned better = beats(z + i0, std::min(16, vocab - i0), lp[k - 1]);
-      while (better) {
-        const int i = i0 + __builtin_ctz(better);
-        better &= better - 1;
-        const float x = z[i];
-        if (x <= lp[k - 1] || x <= kNeg) continue;
-        int j = k - 1;
-        while (j > 0 && lp[j - 1] < x) {
-          lp[j] = lp[j - 1], ids[j] = ids[j - 1];
-          --j;
+            int ts_begin, int k, int32_t* out_ids, float* out_logprobs, int threads) {
+  parallel(threads, rows, [&](int r0, int r1) {
+    for (int r = r0; r < r1; ++r) {
+      float* z = logits + (size_t)r * vocab;
+      for (int i = 0; i < n_suppress; ++i) z[suppress[i]] = kNeg;
+      if (first[r])
+        for (int i = 0; i < n_blank; ++i) z[blank[i]] = kNeg;
+      for (int i = 0; i < text_end[r]; ++i) z[i] = kNeg;
+      for (int i = ts_begin; i < std::min(ts_lo[r], vocab); ++i) z[i] = kNeg;
+      for (int i = std::max(ts_hi[r], ts_begin); i < vocab; ++i) z[i] = kNeg;
+      // Separate simple loops: each vectorises (float maxima under -ffast-math; the exponentials by kernels.h's
+      // exp_nonpositive: libmvec's expf was 1.5 % of a transcription on a Zen 3).
+      float mx = kNeg, text_max = kNeg;
+      for (int i = 0; i < ts_begin; ++i) text_max = std::max(text_max, z[i]);
+      for (int i = ts_begin; i < vocab; ++i) mx = std::max(mx, z[i]);
+      mx = std::max(mx, text_max);
+      const float text = sum_exp<false>(z, ts_begin, mx), ts = sum_exp<false>(z + ts_begin, vocab - ts_begin, mx);
+      // log P(any timestamp) > log P(best text token) <=> sum exp(ts) > exp(text_max) (same normaliser).
+      const bool ts_wins = ts > 0 && std::log(ts) + mx > text_max;
+      if (ts_wins)
+        for (int i = 0; i < ts_begin; ++i) z[i] = kNeg;
+      const float lse = mx + std::log(ts_wins ? ts : text + ts);
+      int32_t* ids = out_ids + (size_t)r * k;
+      float* lp = out_logprobs + (size_t)r * k;
+      for (int j = 0; j < k; ++j) ids[j] = -1, lp[j] = kNeg;
+      // Top k: 16 logits at a time against the current k-th best; the few that beat it are inserted one by one.
+      for (int i0 = 0; i0 < vocab; i0 += 16) {
+        unsigned better = beats(z + i0, std::min(16, vocab - i0), lp[k - 1]);
+        while (better) {
+          const int i = i0 + __builtin_ctz(better);
+          better &= better - 1;
+          const float x = z[i];
+          if (x <= lp[k - 1] || x <= kNeg) continue;
+          int j = k - 1;
+          while (j > 0 && lp[j - 1] < x) {
+            lp[j] = lp[j - 1], ids[j] = ids[j - 1];
+            --j;
+          }
+          lp[j] = x, ids[j] = i;
         }
-        lp[j] = x, ids[j] = i;
       }
+      for (int j = 0; j < k; ++j)
+        if (ids[j] >= 0) lp[j] -= lse;
     }
-    for (int j = 0; j < k; ++j)
-      if (ids[j] >= 0) lp[j] -= lse;
-  }
+  });
 }
 
 }  // extern "C"

@@ -115,10 +115,10 @@ class NativeGenerator:
     def __init__(self, model: NativeModel) -> None:
         self.model = model
         self.tokens = Tokens.for_vocabulary(model.vocab)
-        # Threads for each step's vocabulary projection, asked again at every step (app.asr.cores): the CPU engine
-        # hands its own share, so a decoding worker alone on the CPU (a short file, or the last of a long file's
-        # runs) splits the projection among the cores the others left idle. Default: one thread, as for
-        # workers side by side that take a core each.
+        # Threads for each step, asked again at every step (app.asr.cores): the CPU engine hands its own share,
+        # so a decoding worker alone on the CPU (a short file, or the last of a long file's runs) splits its steps
+        # among the cores the others left idle. Default: one thread, as for workers side by side that take a core
+        # each.
         self.cores = CoreShare(1)
 
     def generate(
@@ -150,19 +150,20 @@ class NativeGenerator:
         blank = np.asarray(t.blank if suppress_blank else (), np.int32)
         max_candidates = max(1, int(beams * patience + 0.5))  # C++ std::round, as CTranslate2
         with self.cores.working():  # the whole call: one worker, one share of the cores
-            cache, cross = m.caches(features, n_windows * beams)
+            cache, cross = m.caches(features, n_windows * beams, self.cores.threads())
             scratch = m.logits_buffer(n_windows * beams)  # every step's logits, each read before the next step
             try:
                 windows = [
                     _Window(i, [_Beam([], 0.0, i * beams)], list(range(i * beams, (i + 1) * beams)))
                     for i in range(n_windows)
                 ]
-                logits, no_speech = self._prefill(prompt, frames, cache, cross, beams, self.cores.threads(), scratch)
+                threads = self.cores.threads()
+                logits, no_speech = self._prefill(prompt, frames, cache, cross, beams, threads, scratch)
                 active, pos = windows, start - 1
                 while active and max_new > 0:
                     rows = [b for win in active for b in win.beams]
                     ids, logprobs = self._choose(
-                        logits, rows, suppress, blank, timestamps, max_initial_timestamp_index, 2 * beams
+                        logits, rows, suppress, blank, timestamps, max_initial_timestamp_index, 2 * beams, threads
                     )
                     r, still = 0, []
                     for win in active:
@@ -237,8 +238,10 @@ class NativeGenerator:
         timestamps: bool,
         max_initial: int,
         k: int,
+        threads: int = 1,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, log-probabilities), (rows, k) each, best first; id -1 where fewer than k tokens are allowed."""
+        """(ids, log-probabilities), (rows, k) each, best first; id -1 where fewer than k tokens are allowed.
+        `threads` share the rows."""
         t, vocab = self.tokens, self.model.vocab
         n = len(rows)
         text_end = np.zeros(n, np.int32)
@@ -252,7 +255,7 @@ class NativeGenerator:
         logprobs = np.empty((n, k), np.float32)
         self.model.lib.choose(
             ptr(logits), n, vocab, ptr(suppress), len(suppress), ptr(blank), len(blank), ptr(text_end), ptr(ts_lo),
-            ptr(ts_hi), ptr(first), t.timestamp_begin, k, ptr(ids), ptr(logprobs),
+            ptr(ts_hi), ptr(first), t.timestamp_begin, k, ptr(ids), ptr(logprobs), max(1, threads),
         )  # fmt: skip
         return ids, logprobs
 

@@ -25,13 +25,19 @@
 #pragma once
 
 #include <immintrin.h>
+#include <pthread.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -49,6 +55,99 @@ namespace podbrief {
 inline bool amx_on = true;
 }
 #endif
+
+// Helper threads kept for the life of the process, one set for the whole library (outside the anonymous namespace:
+// encoder.cpp and decoder.cpp share it). Why: a lone decoding worker (a short file, the last run of a long one)
+// has the other cores to itself, but a step is ~30 products of 10-200 us each; threads started per product (~30 us
+// each) would cost more than they save. A helper waits for work spinning for ~50 us (the gap between the products
+// of one step), then asleep on a condition variable (between steps, when Python chooses the tokens, and whenever
+// another worker has the core: spinning there would take it from that worker).
+namespace podbrief {
+
+class Pool {
+ public:
+  // run(ctx) on the caller and on up to `helpers` helpers at once; returns once every run that started has
+  // finished. `run` takes its work from a shared counter (parallel(), below), so a helper that wakes late, or
+  // not before the caller has taken everything, costs nothing: the caller withdraws what no helper took up.
+  // false (nothing run) when another caller holds the helpers: one caller at a time, the others start threads.
+  bool try_run(int helpers, void (*run)(void*), void* ctx) {
+    std::unique_lock<std::mutex> hold(use_, std::try_to_lock);
+    if (!hold.owns_lock()) return false;
+    while ((int)helpers_.size() < helpers) {
+      helpers_.push_back(std::make_unique<Helper>());
+      Helper* h = helpers_.back().get();
+      std::thread([this, h] { serve(*h); }).detach();  // lives as long as the process (never unloaded)
+    }
+    for (int t = 0; t < helpers; ++t) {
+      Helper& h = *helpers_[t];
+      h.run = run, h.ctx = ctx;
+      h.state.store(kPosted, std::memory_order_seq_cst);
+      if (h.sleeping.load(std::memory_order_seq_cst)) {  // Dekker with serve(): one of the two sees the other
+        std::lock_guard<std::mutex> lock(sleep_);
+        wake_.notify_all();
+      }
+    }
+    run(ctx);
+    for (int t = 0; t < helpers; ++t) {
+      Helper& h = *helpers_[t];
+      int posted = kPosted;
+      if (h.state.compare_exchange_strong(posted, kIdle, std::memory_order_acq_rel)) continue;  // never took it
+      while (h.state.load(std::memory_order_acquire) != kIdle) _mm_pause();                     // still running
+    }
+    return true;
+  }
+
+ private:
+  static constexpr int kSpinMicroseconds = 50;
+  enum : int { kIdle, kPosted, kRunning };
+
+  struct alignas(64) Helper {
+    std::atomic<int> state{kIdle};
+    std::atomic<bool> sleeping{false};
+    void (*run)(void*) = nullptr;
+    void* ctx = nullptr;
+  };
+
+  void serve(Helper& h) {
+    for (;;) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicroseconds);
+      while (h.state.load(std::memory_order_acquire) != kPosted && std::chrono::steady_clock::now() < until)
+        for (int i = 0; i < 16; ++i) _mm_pause();
+      if (h.state.load(std::memory_order_acquire) != kPosted) {
+        std::unique_lock<std::mutex> lock(sleep_);
+        h.sleeping.store(true, std::memory_order_seq_cst);
+        while (h.state.load(std::memory_order_seq_cst) != kPosted) wake_.wait(lock);
+        h.sleeping.store(false, std::memory_order_relaxed);
+      }
+      int posted = kPosted;  // the caller may withdraw the work meanwhile (try_run)
+      if (!h.state.compare_exchange_strong(posted, kRunning, std::memory_order_acq_rel)) continue;
+      h.run(h.ctx);
+      h.state.store(kIdle, std::memory_order_release);
+    }
+  }
+
+  std::mutex use_, sleep_;
+  std::condition_variable wake_;
+  std::vector<std::unique_ptr<Helper>> helpers_;
+};
+
+// The process's pool, never destroyed (its helpers run until the process ends). A child forked from a process
+// with helpers (Celery's prefork pool, multiprocessing) has none of its parent's threads and may have inherited a
+// locked mutex: it starts a pool of its own (the parent's is left as it is, a few hundred bytes).
+inline Pool*& pool_slot() {
+  static Pool* p = nullptr;
+  return p;
+}
+inline Pool& pool() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    pool_slot() = new Pool();
+    pthread_atfork(nullptr, nullptr, [] { pool_slot() = new Pool(); });
+  });
+  return *pool_slot();
+}
+
+}  // namespace podbrief
 
 namespace {
 
@@ -174,6 +273,22 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
   }
   const __m256i acc[6][2] = {{l0, h0}, {l1, h1}, {l2, h2}, {l3, h3}, {l4, h4}, {l5, h5}};
   const int rem = std::min(16, n - ob);
+  if (rem == 16) {  // straight from the arrays (copying them to the stack first cost QK^T's k = 64 product ~20 %)
+    const __m256i c0 = _mm256_loadu_si256((const __m256i*)(L.comp + ob));
+    const __m256i c1 = _mm256_loadu_si256((const __m256i*)(L.comp + ob + 8));
+    const __m256 w0 = _mm256_loadu_ps(L.scale + ob), w1 = _mm256_loadu_ps(L.scale + ob + 8);
+    const __m256 b0 = L.bias ? _mm256_loadu_ps(L.bias + ob) : _mm256_setzero_ps();
+    const __m256 b1 = L.bias ? _mm256_loadu_ps(L.bias + ob + 8) : _mm256_setzero_ps();
+    for (int i = 0; i < MB; ++i) {
+      const __m256 s = _mm256_set1_ps(row_scale[i]);
+      float* dst = y + (size_t)i * n + ob;
+      _mm256_storeu_ps(dst, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][0], c0)),
+                                            _mm256_mul_ps(w0, s), b0));
+      _mm256_storeu_ps(dst + 8, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][1], c1)),
+                                                _mm256_mul_ps(w1, s), b1));
+    }
+    return;
+  }
   alignas(32) float ws[16] = {}, bias[16] = {}, out[16];
   alignas(32) int32_t comp[16] = {};
   std::memcpy(ws, L.scale + ob, rem * sizeof(float));
@@ -187,12 +302,8 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
                                       _mm256_mul_ps(_mm256_load_ps(ws), s), _mm256_load_ps(bias));
     const __m256 r1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][1], c1)),
                                       _mm256_mul_ps(_mm256_load_ps(ws + 8), s), _mm256_load_ps(bias + 8));
-    if (rem == 16) {
-      _mm256_storeu_ps(dst, r0), _mm256_storeu_ps(dst + 8, r1);
-    } else {
-      _mm256_store_ps(out, r0), _mm256_store_ps(out + 8, r1);
-      std::memcpy(dst, out, rem * sizeof(float));
-    }
+    _mm256_store_ps(out, r0), _mm256_store_ps(out + 8, r1);
+    std::memcpy(dst, out, rem * sizeof(float));
   }
 }
 
@@ -373,19 +484,28 @@ void grow(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
-// f(begin, end) over [0, n) cut into `threads` contiguous parts, the calling thread taking the first. Threads are
-// started per call (~30 us each; ~20 calls per encoder window, one per decoder step): cheap next to a window's
-// 30-200 ms or the vocabulary projection's ~1 ms, and nothing spins between calls to take a core from the other
-// decoding worker.
+// f(begin, end) over [0, n) on `threads` threads: the calling thread and the process's helper threads
+// (podbrief::Pool, above) when no other caller holds them, else threads started for the call (~30 us each). Each
+// thread takes contiguous pieces of ~n / (4 threads) from a shared counter until none are left, so a helper that
+// wakes late (a futex wake in a VM can take longer than a decoder step's product) leaves its share to the others.
+// f must give the same result whichever thread runs which piece (each output computed the same way).
 template <class F>
 void parallel(int threads, int n, F&& f) {
   threads = std::max(1, std::min(threads, n));
   if (threads == 1) return f(0, n);
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t)
-    pool.emplace_back([&, t] { f((int)((long)n * t / threads), (int)((long)n * (t + 1) / threads)); });
-  f(0, (int)((long)n / threads));
-  for (auto& th : pool) th.join();
+  const int piece = std::max(1, n / (4 * threads));
+  std::atomic<int> next{0};
+  auto work = [&] {
+    for (int b = next.fetch_add(piece, std::memory_order_relaxed); b < n;
+         b = next.fetch_add(piece, std::memory_order_relaxed))
+      f(b, std::min(n, b + piece));
+  };
+  using Work = decltype(work);
+  if (podbrief::pool().try_run(threads - 1, [](void* c) { (*static_cast<Work*>(c))(); }, &work)) return;
+  std::vector<std::thread> started;
+  for (int t = 1; t < threads; ++t) started.emplace_back(work);
+  work();
+  for (auto& th : started) th.join();
 }
 
 // y[m][n] = in[m][k] x W^T + bias (GELU after, with `gelu_after`), activations quantized per row to int8 (scale

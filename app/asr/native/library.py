@@ -150,13 +150,13 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.self_slot_size.restype = z
     lib.cross_slot_size.argtypes = [p, i]
     lib.cross_slot_size.restype = z
-    lib.cross_kv.argtypes = [p, p, i, p]
+    lib.cross_kv.argtypes = [p, p, i, p, i]
     lib.cross_kv.restype = None
     lib.copy_slot.argtypes = [p, p, i, i, i]
     lib.copy_slot.restype = None
     lib.step.argtypes = [p, p, i, i, p, p, i, i, p, p, p, i]
     lib.step.restype = None
-    lib.choose.argtypes = [p, i, i, p, i, p, i, p, p, p, p, i, i, p, p]
+    lib.choose.argtypes = [p, i, i, p, i, p, i, p, p, p, p, i, i, p, p, i]
     lib.choose.restype = None
     lib.create_encoder.argtypes = [i, i, i, i, i, p, p, p]
     lib.create_encoder.restype = p

@@ -109,10 +109,10 @@ class NativeModel:
 
     # Buffers, and thin wrappers over the library's calls (shapes documented in decoder.cpp).
 
-    def caches(self, features: np.ndarray, slots: int) -> tuple[np.ndarray, np.ndarray]:
+    def caches(self, features: np.ndarray, slots: int, threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(self-attention cache with `slots` row slots, cross cache with window i's audio keys/values in slot i)
-        for encoder output `features` (windows, frames, width). Lent from a pool: give them back with release()
-        (or let them go; the pool then allocates anew)."""
+        for encoder output `features` (windows, frames, width), the keys/values computed on `threads`. Lent from
+        a pool: give them back with release() (or let them go; the pool then allocates anew)."""
         windows, frames = features.shape[0], features.shape[1]
         # Uninitialised: a step reads only positions already written, and cross_kv writes every value.
         cache = self._buffers.take(slots * self.slot_size, np.uint16).reshape(slots, self.slot_size)
@@ -120,7 +120,7 @@ class NativeModel:
         cross = self._buffers.take(windows * cross_slot, np.uint16).reshape(windows, cross_slot)
         for i in range(windows):
             f = np.ascontiguousarray(features[i], dtype=np.float32)
-            self.lib.cross_kv(self.handle, ptr(f), frames, cross[i].ctypes.data_as(ctypes.c_void_p))
+            self.lib.cross_kv(self.handle, ptr(f), frames, cross[i].ctypes.data_as(ctypes.c_void_p), max(1, threads))
         return cache, cross
 
     def release(self, *arrays: np.ndarray) -> None:
@@ -151,7 +151,7 @@ class NativeModel:
         out: np.ndarray | None = None,
     ) -> np.ndarray:
         """Logits (rows, vocab) for `tokens` (one per row, int32) at position `pos`, written into the first rows
-        of `out` (logits_buffer()) when given; `threads` share the vocabulary projection."""
+        of `out` (logits_buffer()) when given; `threads` share the step (the same logits with any number)."""
         rows = len(tokens)
         if out is None:
             logits = np.empty((rows, self.vocab), np.float32)
