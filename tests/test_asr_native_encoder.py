@@ -230,3 +230,51 @@ def test_the_engine_with_the_native_encoder_gives_the_words(whisper_cache: Path)
         )
     assert engine.encoder_used == "native-int8"
     assert corpus_wer(pairs) <= 0.12
+
+
+@pytest.mark.parametrize("family", ["this cpu's", "the other"])
+def test_attention_keys_and_values_are_packed_as_the_kernels_read_them(family: str, whisper_cache: Path) -> None:
+    """pack_head (vectorised per kernel family) against numpy: keys quantized per frame after their mean is taken
+    off, values per dimension, to each family's weight limit (127; 63 on AVX2), laid out [n/16][k/4][16][4] with
+    comp = 128 x the row sums. An odd frame count exercises the AVX2 values' 4-frame loop and its tail."""
+    from app.asr.native.model import ptr
+
+    ours = library.load(whisper_cache)
+    emulation = ["-include", str(Path(__file__).with_name("avx512_emulation.h"))]
+    other = ["-mno-avx512f"] if ours.kernels() == b"avx512-vnni" else emulation
+    lib = ours if family == "this cpu's" else library.load(whisper_cache, extra=other)
+    limit = 63 if lib.kernels() == b"avx2" else 127
+    T, Tp, stride = 37, 48, 3 * 64  # frames, padded to 16; rows inside a wider qkv row as attention_head reads them
+    rng = np.random.default_rng(5)
+    qkv = (rng.standard_normal((T, stride)) * rng.uniform(0.2, 3, stride) + rng.normal(0, 2, stride)).astype(np.float32)
+    rows = qkv[:, 64:128]  # a head's keys (or values) inside the row
+
+    def packed_index(o: np.ndarray, j: np.ndarray, k: int) -> np.ndarray:
+        return ((o // 16) * (k // 4) + j // 4) * 64 + (o % 16) * 4 + j % 4
+
+    for per_row in (1, 0):
+        shift = rows.mean(axis=0).astype(np.float32) if per_row else np.zeros(64, np.float32)
+        n, k = (Tp, 64) if per_row else (64, Tp)
+        pack = np.full((n + 15) // 16 * 16 * k, 99, np.int8)
+        comp, scale = np.zeros(n, np.int32), np.full(n, np.nan, np.float32)
+        lib.pack_attention_head(ptr(qkv[:, 64:]), stride, T, Tp, per_row, ptr(shift), ptr(pack), ptr(comp), ptr(scale))
+        v = rows - shift
+        amax = np.abs(v).max(axis=1) if per_row else np.maximum(np.abs(v).max(axis=0), np.float32(1e-12))
+        inv = (np.float32(limit) / amax).astype(np.float32)
+        q = np.rint(v * (inv[:, None] if per_row else inv[None, :])).astype(np.int64)  # [frame][dim]
+        want = np.zeros_like(pack, dtype=np.int64)
+        f, e = np.meshgrid(np.arange(T), np.arange(64), indexing="ij")
+        o, j = (f, e) if per_row else (e, f)
+        want[packed_index(o, j, k)] = q
+        got = pack.astype(np.int64)
+        assert np.abs(got - want).max() <= 1  # the layout; a division's last bit may move one rounding
+        assert np.mean(got != want) < 0.01
+        assert np.abs(got).max() <= limit
+        sums = np.zeros(n, np.int64)
+        np.add.at(sums, o.ravel(), got[packed_index(o, j, k)].ravel())
+        np.testing.assert_array_equal(comp, 128 * sums)
+        if per_row:
+            np.testing.assert_allclose(scale[:T], amax / limit, rtol=1e-6)
+            assert (scale[T:] == 0).all()  # padding frames: scale 0, their scores come out 0
+        else:
+            np.testing.assert_allclose(scale[:64], amax / limit, rtol=1e-6)

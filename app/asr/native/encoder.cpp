@@ -48,7 +48,7 @@ constexpr int kQueryBlock = 32 / kRows * kRows;
 // pack_head's keys (per_row), 64 values a vector: the same arithmetic (cvtps2dq rounds to nearest even, as
 // nearbyint does), so the same bytes; a frame's 64 int8 are pack_weights' 16 groups of 4, one every 64 bytes (one
 // scatter). The scalar loop spent 15-20 % of attention_head here.
-void pack_keys(const float* rows, size_t stride, int T, int Tp, const float* shift, int8_t* pack, int32_t* comp,
+void pack_keys(const float* rows, size_t stride, int T, const float* shift, int8_t* pack, int32_t* comp,
                float* scale) {
   __m512 sh[4];
   for (int c = 0; c < 4; ++c) sh[c] = _mm512_loadu_ps(shift + 16 * c);
@@ -75,7 +75,95 @@ void pack_keys(const float* rows, size_t stride, int T, int Tp, const float* shi
     int8_t* block = pack + (size_t)(f / 16) * 16 * 64 + (f % 16) * 4;
     _mm512_i32scatter_epi32(block, lanes, bytes, 4);
   }
-  std::fill(scale + T, scale + Tp, 0.f);
+}
+#endif
+
+#ifndef PODBRIEF_AVX512
+// AVX2: 64 scaled floats (8 vectors) -> 64 int8 in order, rounded to nearest even as nearbyint (cvtps2dq), each
+// added into sum[c] as int32 (the saturating packs never saturate: |q| <= kWeightMax).
+inline void quantize64(const __m256* scaled, int8_t* out, __m256i* sum) {
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  __m256i q[8];
+  for (int c = 0; c < 8; ++c) {
+    q[c] = _mm256_cvtps_epi32(scaled[c]);
+    sum[c] = _mm256_add_epi32(sum[c], q[c]);
+  }
+  for (int h = 0; h < 2; ++h) {  // packs work within 128-bit lanes: permuted back to order, as quantize_activations
+    const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q[4 * h], q[4 * h + 1]),
+                                         _mm256_packs_epi32(q[4 * h + 2], q[4 * h + 3]));
+    _mm256_storeu_si256((__m256i*)(out + 32 * h), _mm256_permutevar8x32_epi32(b, order));
+  }
+}
+
+// pack_head's keys on AVX2 (a scale per frame), 64 values at a time: nearbyint(v * kWeightMax / amax) as the scalar
+// loop had it (cvtps2dq rounds to nearest even), so the same bytes; a frame's 16 groups of 4 go one every 64 bytes
+// (pack_weights' layout with the frame as output). The scalar loops were ~3 % of the AVX2 encoder.
+void pack_keys(const float* rows, size_t stride, int T, const float* shift, int8_t* pack, int32_t* comp,
+               float* scale) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  for (int f = 0; f < T; ++f) {
+    __m256 v[8];
+    __m256 amax8 = _mm256_setzero_ps();
+    for (int c = 0; c < 8; ++c) {
+      v[c] = _mm256_sub_ps(_mm256_loadu_ps(rows + f * stride + 8 * c), _mm256_loadu_ps(shift + 8 * c));
+      amax8 = _mm256_max_ps(amax8, _mm256_and_ps(v[c], abs_mask));
+    }
+    const float amax = max8(amax8);
+    scale[f] = amax / kWeightMax;
+    __m256i sum[8];
+    for (auto& x : sum) x = _mm256_setzero_si256();
+    alignas(32) int8_t q[64];
+    const __m256 inv = _mm256_set1_ps(amax > 0 ? (float)kWeightMax / amax : 0.f);
+    for (auto& x : v) x = _mm256_mul_ps(x, inv);
+    quantize64(v, q, sum);
+    __m256i total = sum[0];
+    for (int c = 1; c < 8; ++c) total = _mm256_add_epi32(total, sum[c]);
+    alignas(32) int32_t lanes[8];
+    _mm256_store_si256((__m256i*)lanes, total);
+    int32_t t = 0;
+    for (int32_t x : lanes) t += x;
+    comp[f] = 128 * t;
+    int8_t* block = pack + (size_t)(f / 16) * 16 * 64 + (f % 16) * 4;
+    for (int j = 0; j < 16; ++j) std::memcpy(block + (size_t)j * 64, q + 4 * j, 4);
+  }
+}
+
+// pack_head's values on AVX2 (a scale per dimension, `inv` its reciprocal; the product is 64 x Tp): 4 frames at a
+// time, each 16-dimension group's 4 x 16 bytes transposed into 16 dimensions x 4 frames (pack_weights' 64-byte
+// group). Returns the first frame left for the scalar loop (pack_head): T rounded down to a multiple of 4.
+int pack_values(const float* rows, size_t stride, int T, int Tp, const float* shift, const float* inv, int8_t* pack,
+                int32_t* comp) {
+  __m256 inv8[8], shift8[8];
+  for (int c = 0; c < 8; ++c) inv8[c] = _mm256_loadu_ps(inv + 8 * c), shift8[c] = _mm256_loadu_ps(shift + 8 * c);
+  __m256i sum[8];
+  for (auto& x : sum) x = _mm256_setzero_si256();
+  int f = 0;
+  for (; f + 4 <= T; f += 4) {
+    alignas(32) int8_t q[4][64];
+    for (int r = 0; r < 4; ++r) {
+      __m256 v[8];
+      for (int c = 0; c < 8; ++c)
+        v[c] = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(rows + (f + r) * stride + 8 * c), shift8[c]), inv8[c]);
+      quantize64(v, q[r], sum);
+    }
+    for (int g = 0; g < 4; ++g) {  // dimensions 16 g .. 16 g + 15
+      __m128i r[4];
+      for (int i = 0; i < 4; ++i) r[i] = _mm_load_si128((const __m128i*)(q[i] + 16 * g));
+      const __m128i t0 = _mm_unpacklo_epi8(r[0], r[1]), t1 = _mm_unpackhi_epi8(r[0], r[1]);
+      const __m128i t2 = _mm_unpacklo_epi8(r[2], r[3]), t3 = _mm_unpackhi_epi8(r[2], r[3]);
+      __m128i* block = (__m128i*)(pack + ((size_t)g * (Tp / 4) + f / 4) * 64);
+      _mm_storeu_si128(block, _mm_unpacklo_epi16(t0, t2));
+      _mm_storeu_si128(block + 1, _mm_unpackhi_epi16(t0, t2));
+      _mm_storeu_si128(block + 2, _mm_unpacklo_epi16(t1, t3));
+      _mm_storeu_si128(block + 3, _mm_unpackhi_epi16(t1, t3));
+    }
+  }
+  for (int c = 0; c < 8; ++c) {
+    alignas(32) int32_t lanes[8];
+    _mm256_store_si256((__m256i*)lanes, sum[c]);
+    for (int e = 0; e < 8; ++e) comp[8 * c + e] += 128 * lanes[e];
+  }
+  return f;
 }
 #endif
 
@@ -142,27 +230,21 @@ void pack_head(const float* rows, size_t stride, int T, int Tp, bool per_row, co
   }
   std::fill(comp, comp + n, 0);
   std::memset(pack, 0, (size_t)(n + 15) / 16 * 16 * k);
-#ifdef PODBRIEF_AVX512
-  if (per_row) return pack_keys(rows, stride, T, Tp, shift, pack, comp, scale);
-#endif
-  for (int f = 0; f < T; ++f) {
-    const float* r = rows + f * stride;
-    float v[hd];
-    for (int e = 0; e < hd; ++e) v[e] = r[e] - shift[e];
-    if (per_row) {
-      float amax = 0;
-      for (int e = 0; e < hd; ++e) amax = std::fmax(amax, std::fabs(v[e]));
-      scale[f] = amax / kWeightMax;
-      std::fill(inv, inv + hd, amax > 0 ? (float)kWeightMax / amax : 0.f);
-    }
-    for (int e = 0; e < hd; ++e) {
-      const int8_t q = (int8_t)std::nearbyint(v[e] * inv[e]);
-      const int o = per_row ? f : e, j = per_row ? e : f;
-      pack[packed_index(o, j, k)] = q;
-      comp[o] += 128 * q;
-    }
+  if (per_row) {
+    pack_keys(rows, stride, T, shift, pack, comp, scale);
+    std::fill(scale + T, scale + Tp, 0.f);
+    return;
   }
-  if (per_row) std::fill(scale + T, scale + Tp, 0.f);
+  int f = 0;
+#ifndef PODBRIEF_AVX512
+  f = pack_values(rows, stride, T, Tp, shift, inv, pack, comp);  // all but the last T % 4 frames
+#endif
+  for (; f < T; ++f)
+    for (int e = 0; e < hd; ++e) {
+      const int8_t q = (int8_t)std::nearbyint((rows[f * stride + e] - shift[e]) * inv[e]);
+      pack[packed_index(e, f, k)] = q;
+      comp[e] += 128 * q;
+    }
 }
 
 // Self-attention of head hh over T frames: qkv [T][3 * width] (query | key | value) -> att[:, hh * 64 : + 64].
@@ -222,6 +304,12 @@ void attention_head(const Encoder& E, const float* qkv, int T, int hh, float* at
 }  // namespace
 
 extern "C" {
+
+// For the tests: pack_head as attention_head calls it (keys: per_row 1, shift their mean; values: per_row 0).
+void pack_attention_head(const float* rows, int stride, int T, int Tp, int per_row, const float* shift, int8_t* pack,
+                         int32_t* comp, float* scale) {
+  pack_head(rows, (size_t)stride, T, Tp, per_row != 0, shift, pack, comp, scale);
+}
 
 void* create_encoder(int width, int heads, int layers, int n_mels, int ctx, const float* positions, const float* ln_g,
                      const float* ln_b) {

@@ -168,3 +168,5 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.set_encoder_norms.restype = None
     lib.encode.argtypes = [p, p, i, p, i]
     lib.encode.restype = None
+    lib.pack_attention_head.argtypes = [p, i, i, i, i, p, p, p, p]
+    lib.pack_attention_head.restype = None
