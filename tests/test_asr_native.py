@@ -22,6 +22,7 @@ from app.asr.hygiene import clean_segments
 from app.asr.native import generate, library
 from app.asr.weights import openai_checkpoint
 from app.asr.wer import corpus_wer, find_reference, wer
+from tests.native_builds import EMULATION, other_widening
 
 SPEECH = Path(__file__).parent / "data" / "speech"
 CLIPS = ["jfk.mp3", "sense_and_sensibility_01_austen_64kb-0880.wav", "sense_and_sensibility_01_austen_64kb-0930.wav"]
@@ -147,6 +148,20 @@ def test_libraries_nobody_loaded_for_a_month_are_pruned_the_current_one_never(tm
         os.utime(legacy / name, (now - age, now - age))
     removed = library.prune(legacy, keep=tmp_path / "whisper-current.so", now=now, pattern=library.LEGACY[1])
     assert [p.name for p in removed] == ["decoder-old.so"]
+
+
+def test_a_library_is_built_per_cpu_model_as_well_as_per_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """-march=native goes by the CPU's model too (kernels.h widens AVX2's sums by shifts on AMD Zen 1 only): a
+    Zen 1 and a Zen 2 with the same flags must not share a library in a shared models folder."""
+    flags = {"avx2", "fma", "f16c"}
+
+    def key(family: str, model: str) -> str:
+        monkeypatch.setattr(library, "cpu_fields", lambda: {"vendor_id": "AuthenticAMD", "cpu family": family,
+                                                             "model": model})  # fmt: skip
+        return library._key("g++", flags, [])
+
+    assert key("23", "1") == key("23", "1")
+    assert len({key("23", "1"), key("23", "49"), key("25", "1")}) == 3
 
 
 @needs_native
@@ -294,21 +309,27 @@ def test_the_avx512_and_avx2_kernels_compute_the_same_steps(
 
 
 @needs_native
-@pytest.mark.parametrize("family", ["this cpu's", "the other"])
+@pytest.mark.parametrize("family", ["this cpu's", "the other", "avx2 widened the other way"])
 def test_int8_products_are_exact_integer_sums_for_the_weights_each_family_is_given(
     family: str, whisper_cache: Path
 ) -> None:
     """library.product runs linear() on integer-valued activations whose largest is 127 and weight scales of 1, so
     the output is the integer sum itself. AVX-512's vpdpbusd is exact for any 8-bit weights. AVX2's vpmaddubsw adds
     neighbouring products into an int16, so it is exact for the weights quantize_rows(pair_bound=True) makes (same-
-    sign neighbours summing to at most 128) and saturates on full-range pairs, which is why it is never given them."""
+    sign neighbours summing to at most 128) and saturates on full-range pairs, which is why it is never given them.
+    AVX2 widens those int16 sums to int32 one of two ways (vpmaddwd by ones; shifts on AMD Zen 1): both exact."""
     from app.asr.native.model import ptr, quantize_rows
 
     ours = library.load(whisper_cache)
-    emulation = ["-include", str(Path(__file__).with_name("avx512_emulation.h"))]
-    other = ["-mno-avx512f"] if ours.kernels() == b"avx512-vnni" else emulation
-    lib = ours if family == "this cpu's" else library.load(whisper_cache, extra=other)
+    other = {
+        "this cpu's": None,
+        "the other": ["-mno-avx512f"] if ours.kernels() == b"avx512-vnni" else EMULATION,
+        "avx2 widened the other way": other_widening(ours),
+    }[family]
+    lib = ours if other is None else library.load(whisper_cache, extra=other)
     avx2 = lib.kernels() == b"avx2"
+    if family == "avx2 widened the other way":
+        assert avx2 and lib.widen_by_shifts() != (ours.widen_by_shifts() if ours.kernels() == b"avx2" else 0)
     m, k, n = 7, 256, 40  # a full group of rows and a remainder; two blocks of 16 outputs and a part
     rng = np.random.default_rng(0)
 
@@ -689,3 +710,20 @@ def test_decoding_stops_at_half_max_length_as_ctranslate2s_does(
     theirs = ct2.generate(ctranslate2.StorageView.from_array(features), [[tokens.sot]], **call)[0].sequences_ids[0]
     assert len(ours) == len(theirs) == 10  # max_length // 2 tokens after the prompt, cut mid-sentence
     assert ours[:3] == theirs[:3]  # <|0.00|> And so
+
+
+@needs_native
+def test_the_kernel_bench_compiles_against_the_kernels() -> None:
+    """scripts/kernel_bench.cpp (docs/benchmarks.md's C++ harness) includes kernels.h: it must follow its changes."""
+    import subprocess
+
+    script = Path(__file__).parents[1] / "scripts" / "kernel_bench.cpp"
+    avx2 = ["-mno-avx512f"]  # the AVX2 kernels on any CPU, both ways of widening (kernels.h)
+    for extra in ([], [*avx2, "-DPODBRIEF_WIDEN_BY_SHIFTS=0"], [*avx2, "-DPODBRIEF_WIDEN_BY_SHIFTS=1"]):
+        proc = subprocess.run(
+            ["g++", "-fsyntax-only", "-std=c++17", "-march=native", *extra, str(script)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]

@@ -20,6 +20,7 @@ from app.asr.native import library
 from app.asr.native.encoder import NativeEncoder
 from app.asr.weights import openai_checkpoint
 from app.asr.wer import corpus_wer, find_reference
+from tests.native_builds import avx2_default, other_widening
 
 SPEECH = Path(__file__).parent / "data" / "speech"
 CLIPS = ["jfk.mp3", "sense_and_sensibility_01_austen_64kb-0880.wav", "sense_and_sensibility_01_austen_64kb-0930.wav"]
@@ -216,6 +217,38 @@ def test_the_amx_path_gives_the_same_bits_as_vpdpbusd(
         encoder.lib.set_amx(1)
     assert np.abs(tiles).max() > 1  # real features, not an untouched buffer
     assert np.array_equal(tiles, vnni)
+
+
+def test_the_avx2_kernels_widen_their_pair_sums_either_way_to_the_same_bits(
+    checkpoint: Path, whisper_cache: Path, mels: np.ndarray
+) -> None:
+    """AVX2's two ways of widening vpmaddubsw's int16 pair sums (kernels.h: vpmaddwd by ones; shifts and adds where
+    one pipe does every vector multiply, AMD Zen 1) add up the same integers: the encoder's features and the
+    decoder's logits are the same to the bit. Built both ways on any AVX2 or AVX-512 CPU."""
+    from app.asr.native.model import NativeModel
+
+    ours = library.load(whisper_cache)
+    builds = (avx2_default(ours), other_widening(ours))
+    encoders = [NativeEncoder(checkpoint, whisper_cache, threads=2, extra=extra) for extra in builds]
+    assert {e.kernels for e in encoders} == {"avx2"}
+    assert sorted(int(e.lib.widen_by_shifts()) for e in encoders) == [0, 1]
+    mel = np.ascontiguousarray(mels[:1, :, :1000])
+    a, b = (e(mel) for e in encoders)
+    assert np.abs(a).max() > 1  # real features, not an untouched buffer
+    assert np.array_equal(a, b)
+
+    # The decoder on those features: 7 rows (a full group of 6 or of 3, and a remainder), the vocabulary included.
+    prefix = [50257, 50363, 843, 523, 616, 5891]
+    rows, slots = np.arange(7, dtype=np.int32), np.zeros(7, np.int32)
+    logits = []
+    for extra in builds:
+        model = NativeModel(checkpoint, whisper_cache, extra=extra)
+        cache, cross = model.caches(a, 7)
+        steps = [model.step(np.full(7, t, np.int32), 1, rows, slots, a.shape[1], pos, cache, cross) for pos, t in
+                 enumerate(prefix)]  # fmt: skip
+        logits.append(np.stack(steps))
+    assert np.abs(logits[0]).max() > 1
+    assert np.array_equal(logits[0], logits[1])
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from app.asr.audio import SAMPLE_RATE, load_audio, load_raw_pcm16
-from app.asr.cpu_encoder import cpu_flags
+from app.asr.cpu_encoder import cpu_fields, cpu_flags
 from app.asr.engines.base import Engine
 from app.asr.hygiene import clean_segments
 from app.asr.select import EngineSpec, build
@@ -127,15 +127,7 @@ ISA_FLAGS = ("avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512_v
 def machine(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
     """The CPU a run measured: ratios differ from one CPU kind to the next (an AMD Zen 3 has no AVX-512; a Zen 4
     and an Emerald Rapids do, the latter with AMX), so every report says which one it was."""
-    fields: dict[str, str] = {}
-    try:
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, sep, value = line.partition(":")
-            if not sep:
-                break  # the first processor's block ends at its blank line
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        pass
+    fields = cpu_fields(cpuinfo)
     flags = cpu_flags(cpuinfo)
 
     def number(key: str) -> int | None:

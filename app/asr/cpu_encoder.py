@@ -55,6 +55,20 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     return set()
 
 
+def cpu_fields(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ("model name", "cpu family", "model", ...; empty elsewhere)."""
+    fields: dict[str, str] = {}
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, sep, value = line.partition(":")
+            if not sep:
+                break  # the first processor's block ends at its blank line
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
 def auto_choice(flags: set[str]) -> str:
     """The encoder `auto` means on a CPU with these flags."""
     if {"avx512_vnni", "avx512bw"} <= flags or {"avx2", "fma", "f16c"} <= flags:

@@ -6,6 +6,9 @@ extern "C" {
 // Which int8 kernels this build has: "avx512-vnni" or "avx2".
 const char* kernels() { return kKernels; }
 
+// 1 where the AVX2 kernel widens its int16 pair sums by shifts rather than vpmaddwd (kernels.h: AMD Zen 1), else 0.
+int widen_by_shifts() { return kWidenByShifts ? 1 : 0; }
+
 // Whether products run on AMX tiles (where built and permitted), after switching them on (1) or off (0) for the
 // whole process; -1 only asks. For the tests and benchmarks that compare both paths.
 int set_amx(int on) {

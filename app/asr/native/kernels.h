@@ -6,8 +6,9 @@
 // - AVX-512 VNNI (kAvx512): weights packed [n/16][k/4][16][4], one 64-byte load feeds one vpdpbusd per row.
 //   vpdpbusd multiplies uint8 by int8, so activations are shifted to uint8:
 //     y[i][o] = sx[i] * sw[o] * (sum_k xu8[i][k] * w[o][k] - 128 * sum_k w[o][k]) + bias[o].
-// - AVX2 (Zen 3, older Intel): the same layout and uint8 activations, multiplied with vpmaddubsw (uint8 x int8, each
-//   adjacent pair of products summed into int16) and widened by vpmaddwd with ones: 7 uops for 64 multiplies.
+// - AVX2 (Zen 1-3, older Intel): the same layout and uint8 activations, multiplied with vpmaddubsw (uint8 x int8,
+//   each adjacent pair of products summed into int16) and widened by vpmaddwd with ones: 7 uops for 64 multiplies
+//   (on AMD Zen 1, whose one vector multiplier is the bound, widened by a shift and adds instead: below).
 //   vpmaddubsw saturates where a pair's sum passes 32,767, which uint8 x full-range int8 can (2 x 255 x 127), so
 //   the weights are kept where no pair can:
 //   - linear layers: 8-bit weights whose same-sign neighbours (k = 2p, 2p + 1) sum to at most 128 in magnitude
@@ -154,10 +155,26 @@ namespace {
 #ifdef PODBRIEF_AVX512
 constexpr const char* kKernels = "avx512-vnni";
 constexpr int kRows = 8;  // rows a pass: their accumulators + the weight vector stay in registers
+constexpr bool kWidenByShifts = false;  // vpdpbusd sums into int32 itself
 constexpr int kWeightMax = 127;
 #else
 constexpr const char* kKernels = "avx2";
-constexpr int kRows = 6;  // 6 rows x 2 accumulators + 2 weight vectors + ones + the broadcast = AVX2's 16 registers
+// How the AVX2 kernel widens vpmaddubsw's int16 pair sums to int32 (linear_rows, below). vpmaddwd by ones is half
+// of the kernel's multiplies; where one 128-bit pipe does every vector integer multiply (AMD Zen 1: a 256-bit
+// multiply takes it 2 cycles) they bound the kernel at 8 multiply-adds a cycle, so there the pairs are widened by
+// a shift and adds that run on the other pipes (the same integers). -march=native defines __znver1__ there;
+// -DPODBRIEF_WIDEN_BY_SHIFTS=1 (or 0) chooses on any AVX2 CPU, for the tests that compare both.
+#ifndef PODBRIEF_WIDEN_BY_SHIFTS
+#ifdef __znver1__
+#define PODBRIEF_WIDEN_BY_SHIFTS 1
+#else
+#define PODBRIEF_WIDEN_BY_SHIFTS 0
+#endif
+#endif
+constexpr bool kWidenByShifts = PODBRIEF_WIDEN_BY_SHIFTS;
+// Rows a pass: 6 rows x 2 accumulators + 2 weight vectors + ones + the broadcast = AVX2's 16 registers; widening
+// by shifts, 3 rows x 4 accumulators + 2 weight vectors + the bit to flip + the broadcast.
+constexpr int kRows = kWidenByShifts ? 3 : 6;
 constexpr int kWeightMax = 63;  // attention's keys and values: vpmaddubsw's int16 pair sums stay exact (above)
 #endif
 constexpr int kPairs = 4;  // k values per output in a uint8 kernel's packed group: [n/16][k/kPairs][16][kPairs]
@@ -245,17 +262,29 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
 }
 
 #else
-// Outputs ob..ob+15 of MB (<= 6) rows, the same sums as the AVX-512 kernel: 4 k values a step, outputs ob..ob+7 in
+// Outputs ob..ob+15 of MB (<= kRows) rows, the same sums as the AVX-512 kernel: 4 k values a step, outputs ob..ob+7 in
 // the packed group's low 32 bytes, ob+8..ob+15 in its high 32. The accumulators are named variables, not an array:
 // GCC 12 keeps an array of more than three on the stack (half the speed).
+//
+// Widening by shifts (kWidenByShifts): a vpmaddubsw result p, read as 8 int32 lanes, is 65536 H + u per lane, where
+// H is the high pair's sum (signed) and u the low pair's sum l as 16 unsigned bits. Flipping bit 15 turns u into
+// l + 32768 (0..65535), so over the k / 4 steps
+//   A = sum (p ^ 0x8000) = 65536 sum H + sum l + 32768 k / 4,   B = sum (p >> 16, arithmetic) = sum H,
+//   sum H + sum l = A - 65535 B - 32768 k / 4,
+// all modulo 2^32, where the result (an int32 sum) is exact. 4 adds, a xor and a shift on any of Zen 1's four
+// vector pipes instead of one vpmaddwd and one add: measured 1.1-1.2x the products there (C++ harness, docs).
 template <int MB>
 // noinline: a function of its own keeps its accumulators in registers; inlined into a caller with live values of
 // its own (linear()'s parallel lambda) the AVX2 one spilled them, and a step ran 15 % slower.
 __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y) {
+  static_assert(MB <= kRows);
   const int k = L.k, n = L.n;
   __m256i l0 = _mm256_setzero_si256(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0, l4 = l0,
-          h4 = l0, l5 = l0, h5 = l0;  // outputs ob..ob+7 (l) and ob+8..ob+15 (h) of each row
-  const __m256i ones = _mm256_set1_epi16(1);
+          h4 = l0, l5 = l0, h5 = l0;  // outputs ob..ob+7 (l) and ob+8..ob+15 (h) of each row (A when widening by shifts)
+  // B, widening by shifts (its 3 rows; the names exist for all 6, as the macro below names them in both branches)
+  __m256i bl0 = l0, bh0 = l0, bl1 = l0, bh1 = l0, bl2 = l0, bh2 = l0, bl3 = l0, bh3 = l0, bl4 = l0, bh4 = l0,
+          bl5 = l0, bh5 = l0;
+  const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi32(0x8000);
   const int8_t* wb = L.w + (size_t)ob * k;
   for (int j = 0; j < k; j += 4) {
     const __m256i wl = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16));
@@ -265,13 +294,31 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
     int32_t quad;                                                                            \
     std::memcpy(&quad, xq + (size_t)I * k + j, 4);                                           \
     const __m256i xv = _mm256_set1_epi32(quad);                                              \
-    l##I = _mm256_add_epi32(l##I, _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wl), ones));    \
-    h##I = _mm256_add_epi32(h##I, _mm256_madd_epi16(_mm256_maddubs_epi16(xv, wh), ones));    \
+    const __m256i pl = _mm256_maddubs_epi16(xv, wl), ph = _mm256_maddubs_epi16(xv, wh);      \
+    if constexpr (kWidenByShifts) {                                                          \
+      l##I = _mm256_add_epi32(l##I, _mm256_xor_si256(pl, flip));                             \
+      bl##I = _mm256_add_epi32(bl##I, _mm256_srai_epi32(pl, 16));                            \
+      h##I = _mm256_add_epi32(h##I, _mm256_xor_si256(ph, flip));                             \
+      bh##I = _mm256_add_epi32(bh##I, _mm256_srai_epi32(ph, 16));                            \
+    } else {                                                                                 \
+      l##I = _mm256_add_epi32(l##I, _mm256_madd_epi16(pl, ones));                            \
+      h##I = _mm256_add_epi32(h##I, _mm256_madd_epi16(ph, ones));                            \
+    }                                                                                        \
   }
     PODBRIEF_ROW(0) PODBRIEF_ROW(1) PODBRIEF_ROW(2) PODBRIEF_ROW(3) PODBRIEF_ROW(4) PODBRIEF_ROW(5)
 #undef PODBRIEF_ROW
   }
-  const __m256i acc[6][2] = {{l0, h0}, {l1, h1}, {l2, h2}, {l3, h3}, {l4, h4}, {l5, h5}};
+  __m256i acc[6][2] = {{l0, h0}, {l1, h1}, {l2, h2}, {l3, h3}, {l4, h4}, {l5, h5}};
+  if constexpr (kWidenByShifts) {
+    const __m256i b[6][2] = {{bl0, bh0}, {bl1, bh1}, {bl2, bh2}, {bl3, bh3}, {bl4, bh4}, {bl5, bh5}};
+    const __m256i steps = _mm256_set1_epi32((int32_t)(32768u * (uint32_t)(k / 4)));
+    for (int i = 0; i < MB; ++i)
+      for (int half = 0; half < 2; ++half) {
+        const __m256i bb = b[i][half];  // 65535 B = 65536 B - B
+        const __m256i b65535 = _mm256_sub_epi32(_mm256_slli_epi32(bb, 16), bb);
+        acc[i][half] = _mm256_sub_epi32(_mm256_sub_epi32(acc[i][half], b65535), steps);
+      }
+  }
   const int rem = std::min(16, n - ob);
   // A full block reads its constants straight from the arrays (copying them to the stack first, zeroed, cost QK^T's
   // k = 64 product ~20 %); only the last, partial block reads zero-padded copies.

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from app.asr.cpu_encoder import cpu_flags
+from app.asr.cpu_encoder import cpu_fields, cpu_flags
 
 FOLDER = Path(__file__).parent
 SOURCES = ("kernels.cpp", "decoder.cpp", "encoder.cpp")
@@ -62,6 +62,10 @@ def _key(compiler: str, flags: set[str], extra: Sequence[str]) -> str:
         if Path(path).is_file():
             h.update(Path(path).read_bytes())
     h.update(" ".join(sorted(flags)).encode())
+    # -march=native also goes by the CPU's model (kernels.h picks the AVX2 kernel's widening for AMD Zen 1), which
+    # two CPUs with the same flags may not share: a models folder shared between them holds a library for each.
+    fields = cpu_fields()
+    h.update(" ".join(fields.get(name, "") for name in ("vendor_id", "cpu family", "model")).encode())
     return h.hexdigest()[:16]
 
 
@@ -132,6 +136,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     p, i, z = ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t
     lib.kernels.argtypes = []
     lib.kernels.restype = ctypes.c_char_p
+    lib.widen_by_shifts.argtypes = []
+    lib.widen_by_shifts.restype = i
     lib.set_amx.argtypes = [i]
     lib.set_amx.restype = i
     lib.create_model.argtypes = [i, i, i, i, i, p, p, p, p]

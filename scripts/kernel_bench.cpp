@@ -1,0 +1,71 @@
+// The native library's int8 product (kernels.h linear()) on the encoder's shapes, one thread, and the throughput
+// of the instructions it is built from: what to run first on a new kind of CPU (docs/benchmarks.md). JSON out.
+//   g++ -O3 -march=native -ffast-math -std=c++17 scripts/kernel_bench.cpp -o /tmp/kernel_bench -lmvec -lpthread
+//   /tmp/kernel_bench
+// Add -DPODBRIEF_WIDEN_BY_SHIFTS=0 or =1 to build the AVX2 kernel either way (kernels.h), -mno-avx512f for AVX2 on
+// an AVX-512 CPU.
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "../app/asr/native/kernels.h"
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// 8 independent chains of one instruction (distinct starting values, or the compiler merges the chains): its
+// throughput, in ns per instruction, when its latency is at most 8 of them.
+template <class V, class Op>
+__attribute__((noinline)) double per_instruction(V a, V b, Op op) {
+  const long n = 20000000;
+  // Named variables, not an array: GCC keeps an array of vectors on the stack, a store and a load per instruction.
+  V x0 = a, x1 = op(x0, b), x2 = op(x1, b), x3 = op(x2, b), x4 = op(x3, b), x5 = op(x4, b), x6 = op(x5, b),
+    x7 = op(x6, b);
+  const double t = now();
+  for (long i = 0; i < n; ++i) {
+    x0 = op(x0, b), x1 = op(x1, b), x2 = op(x2, b), x3 = op(x3, b);
+    x4 = op(x4, b), x5 = op(x5, b), x6 = op(x6, b), x7 = op(x7, b);
+    asm volatile("" : "+x"(x0), "+x"(x1), "+x"(x2), "+x"(x3), "+x"(x4), "+x"(x5), "+x"(x6), "+x"(x7));
+  }
+  return (now() - t) / (n * 8.0) * 1e9;
+}
+
+// GMAC/s of linear() for m x k activations times an n x k weight matrix (weights within AVX2's pair bound).
+double product_rate(int m, int k, int n) {
+  std::mt19937 g(1);
+  std::uniform_int_distribution<int> weight(-63, 63);
+  std::vector<int8_t> w((size_t)n * k);
+  for (auto& v : w) v = (int8_t)weight(g);
+  std::vector<int8_t> packed((size_t)(n + 15) / 16 * 16 * k);
+  std::vector<int32_t> comp(n);
+  std::vector<float> scale(n, 1.f), x((size_t)m * k), y((size_t)m * n);
+  pack_weights(w.data(), n, k, packed.data(), comp.data());
+  Linear L;
+  L.w = packed.data(), L.comp = comp.data(), L.scale = scale.data(), L.k = k, L.n = n;
+  std::normal_distribution<float> normal;
+  for (auto& v : x) v = normal(g);
+  linear(L, x.data(), m, y.data());  // warm: buffers allocated, weights in cache
+  double best = 1e30;
+  for (int r = 0; r < 5; ++r) {
+    const double t = now();
+    linear(L, x.data(), m, y.data());
+    best = std::min(best, now() - t);
+  }
+  return (double)m * k * n / best / 1e9;
+}
+
+}  // namespace
+
+int main() {
+  const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(1);
+  const __m256 f = _mm256_set1_ps(0.5f);
+  std::printf("{\"kernels\": \"%s\", \"widen_by_shifts\": %d,\n", kKernels, kWidenByShifts ? 1 : 0);
+  std::printf(" \"ns_per_instruction\": {\"vpmaddubsw_ymm\": %.3f, \"vpmaddwd_ymm\": %.3f, \"vfmadd_ymm\": %.3f},\n",
+              per_instruction(a, b, [](__m256i u, __m256i v) { return _mm256_maddubs_epi16(u, v); }),
+              per_instruction(a, b, [](__m256i u, __m256i v) { return _mm256_madd_epi16(u, v); }),
+              per_instruction(f, f, [](__m256 u, __m256 v) { return _mm256_fmadd_ps(u, v, v); }));
+  // The encoder's linear layers at a 30 s window (1,500 frames: width 384, MLP 1,536) and attention's scores.
+  std::printf(" \"gmac_per_s\": {\"1500x384x1536\": %.1f, \"1500x1536x384\": %.1f, \"1500x64x1500\": %.1f}}\n",
+              product_rate(1500, 384, 1536), product_rate(1500, 1536, 384), product_rate(1500, 64, 1500));
+}

@@ -1,0 +1,24 @@
+"""Compiler options for building the native library's other kernel variants, for the tests that compare them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def other_widening(lib: Any) -> list[str]:
+    """Options for the AVX2 kernels that widen their int16 pair sums the other way from `lib`'s (kernels.h:
+    vpmaddwd by ones, or shifts as on AMD Zen 1); on an AVX-512 CPU, for the AVX2 build (-mno-avx512f) that does
+    not widen as its default AVX2 build would."""
+    if lib.kernels() == b"avx512-vnni":
+        return ["-mno-avx512f", "-DPODBRIEF_WIDEN_BY_SHIFTS=1"]  # no AVX-512 CPU is a Zen 1
+    return [f"-DPODBRIEF_WIDEN_BY_SHIFTS={1 - int(lib.widen_by_shifts())}"]
+
+
+def avx2_default(lib: Any) -> list[str]:
+    """Options for the AVX2 kernels as -march=native builds them on this CPU: none on an AVX2 CPU, -mno-avx512f on
+    an AVX-512 one."""
+    return ["-mno-avx512f"] if lib.kernels() == b"avx512-vnni" else []
+
+
+EMULATION = ["-include", str(Path(__file__).with_name("avx512_emulation.h"))]
