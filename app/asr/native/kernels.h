@@ -262,17 +262,18 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
 }
 
 #else
-// Outputs ob..ob+15 of MB (<= kRows) rows, the same sums as the AVX-512 kernel: 4 k values a step, outputs ob..ob+7 in
-// the packed group's low 32 bytes, ob+8..ob+15 in its high 32. The accumulators are named variables, not an array:
-// GCC 12 keeps an array of more than three on the stack (half the speed).
+// Outputs ob..ob+15 of MB (<= kRows) rows, the same sums as the AVX-512 kernel: 4 k values a step, outputs
+// ob..ob+7 in the packed group's low 32 bytes, ob+8..ob+15 in its high 32. The accumulators are named variables,
+// not an array: GCC 12 keeps an array of more than three on the stack (half the speed).
 //
 // Widening by shifts (kWidenByShifts): a vpmaddubsw result p, read as 8 int32 lanes, is 65536 H + u per lane, where
 // H is the high pair's sum (signed) and u the low pair's sum l as 16 unsigned bits. Flipping bit 15 turns u into
 // l + 32768 (0..65535), so over the k / 4 steps
 //   A = sum (p ^ 0x8000) = 65536 sum H + sum l + 32768 k / 4,   B = sum (p >> 16, arithmetic) = sum H,
 //   sum H + sum l = A - 65535 B - 32768 k / 4,
-// all modulo 2^32, where the result (an int32 sum) is exact. 4 adds, a xor and a shift on any of Zen 1's four
-// vector pipes instead of one vpmaddwd and one add: measured 1.1-1.2x the products there (C++ harness, docs).
+// all modulo 2^32, where the result (an int32 sum) is exact. Per vector a xor, a shift and two adds, which run on
+// Zen 1's other vector pipes, instead of a vpmaddwd (on its one multiplier) and an add: 1.15-1.21x the products
+// there (scripts/kernel_bench.cpp), 1.07-1.11x a whole transcription (docs/benchmarks.md).
 template <int MB>
 // noinline: a function of its own keeps its accumulators in registers; inlined into a caller with live values of
 // its own (linear()'s parallel lambda) the AVX2 one spilled them, and a step ran 15 % slower.
@@ -280,7 +281,7 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
   static_assert(MB <= kRows);
   const int k = L.k, n = L.n;
   __m256i l0 = _mm256_setzero_si256(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0, l4 = l0,
-          h4 = l0, l5 = l0, h5 = l0;  // outputs ob..ob+7 (l) and ob+8..ob+15 (h) of each row (A when widening by shifts)
+          h4 = l0, l5 = l0, h5 = l0;  // outputs ob..ob+7 (l) and ob+8..ob+15 (h) of each row (A, widening by shifts)
   // B, widening by shifts (its 3 rows; the names exist for all 6, as the macro below names them in both branches)
   __m256i bl0 = l0, bh0 = l0, bl1 = l0, bh1 = l0, bl2 = l0, bh2 = l0, bl3 = l0, bh3 = l0, bl4 = l0, bh4 = l0,
           bl5 = l0, bh5 = l0;
