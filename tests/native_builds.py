@@ -21,4 +21,11 @@ def avx2_default(lib: Any) -> list[str]:
     return ["-mno-avx512f"] if lib.kernels() == b"avx512-vnni" else []
 
 
+# The AVX-512 kernels in plain C++ (tests/avx512_emulation.h), for a CPU without AVX-512.
 EMULATION = ["-include", str(Path(__file__).with_name("avx512_emulation.h"))]
+
+
+def other_family(kernels: str) -> list[str]:
+    """Options for the kernel family this CPU does not build (`kernels`: what it builds, "avx512-vnni" or "avx2"):
+    the AVX2 kernels with -mno-avx512f on an AVX-512 CPU, the emulated AVX-512 ones on any other."""
+    return ["-mno-avx512f"] if kernels == "avx512-vnni" else EMULATION

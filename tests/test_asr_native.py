@@ -22,7 +22,7 @@ from app.asr.hygiene import clean_segments
 from app.asr.native import generate, library
 from app.asr.weights import openai_checkpoint
 from app.asr.wer import corpus_wer, find_reference, wer
-from tests.native_builds import EMULATION, other_widening
+from tests.native_builds import EMULATION, avx2_default, other_family, other_widening
 
 SPEECH = Path(__file__).parent / "data" / "speech"
 CLIPS = ["jfk.mp3", "sense_and_sensibility_01_austen_64kb-0880.wav", "sense_and_sensibility_01_austen_64kb-0930.wav"]
@@ -268,7 +268,6 @@ def test_the_avx512_and_avx2_kernels_compute_the_same_steps(
     from app.asr.native.model import NativeModel
 
     checkpoint = Path(openai_checkpoint("tiny.en", whisper_cache))
-    emulation = ["-include", str(Path(__file__).with_name("avx512_emulation.h"))]
     if native.model.kernels == "avx512-vnni":
         # Both builds with 256-bit vectors in the code the compiler vectorises around the kernels (what an AVX2
         # build has), so the kernels are all that differs. With 512-bit vectors (the production build on an
@@ -276,7 +275,7 @@ def test_the_avx512_and_avx2_kernels_compute_the_same_steps(
         # neighbouring int8 step: up to 0.5 in a logit, as large as int8's own error against float32 there.
         builds = (["-mprefer-vector-width=256"], ["-mno-avx512f"])
     else:
-        builds = ([], emulation)
+        builds = ([], EMULATION)
     ours, other = (NativeModel(checkpoint, whisper_cache, extra=extra, pair_bound=True) for extra in builds)
     assert {ours.kernels, other.kernels} == {"avx512-vnni", "avx2"}
 
@@ -323,13 +322,14 @@ def test_int8_products_are_exact_integer_sums_for_the_weights_each_family_is_giv
     ours = library.load(whisper_cache)
     other = {
         "this cpu's": None,
-        "the other": ["-mno-avx512f"] if ours.kernels() == b"avx512-vnni" else EMULATION,
+        "the other": other_family(ours.kernels().decode()),
         "avx2 widened the other way": other_widening(ours),
     }[family]
     lib = ours if other is None else library.load(whisper_cache, extra=other)
     avx2 = lib.kernels() == b"avx2"
     if family == "avx2 widened the other way":
-        assert avx2 and lib.widen_by_shifts() != (ours.widen_by_shifts() if ours.kernels() == b"avx2" else 0)
+        default = library.load(whisper_cache, extra=avx2_default(ours))
+        assert avx2 and lib.widen_by_shifts() != default.widen_by_shifts()
     m, k, n = 7, 256, 40  # a full group of rows and a remainder; two blocks of 16 outputs and a part
     rng = np.random.default_rng(0)
 

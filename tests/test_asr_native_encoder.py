@@ -20,7 +20,7 @@ from app.asr.native import library
 from app.asr.native.encoder import NativeEncoder
 from app.asr.weights import openai_checkpoint
 from app.asr.wer import corpus_wer, find_reference
-from tests.native_builds import avx2_default, other_widening
+from tests.native_builds import avx2_default, other_family, other_widening
 
 SPEECH = Path(__file__).parent / "data" / "speech"
 CLIPS = ["jfk.mp3", "sense_and_sensibility_01_austen_64kb-0880.wav", "sense_and_sensibility_01_austen_64kb-0930.wav"]
@@ -153,8 +153,7 @@ def test_the_avx512_and_avx2_encoders_agree(
     the weights AVX2 needs (model.quantize_rows' pair bound), so the linear layers' integer products agree exactly;
     AVX2's attention takes 7-bit keys and values (kernels.h), and float sums in another order can move a value to
     the neighbouring int8 step, which the layers after carry on, so the bound is on the features, not the bits."""
-    emulation = ["-include", str(Path(__file__).with_name("avx512_emulation.h"))]
-    extra = ["-mno-avx512f"] if native.kernels == "avx512-vnni" else emulation
+    extra = other_family(native.kernels)
     ours = NativeEncoder(checkpoint, whisper_cache, threads=2, pair_bound=True)
     other = NativeEncoder(checkpoint, whisper_cache, threads=2, extra=extra, pair_bound=True)
     assert {ours.kernels, other.kernels} == {"avx512-vnni", "avx2"}
@@ -176,10 +175,7 @@ def test_each_kernel_familys_own_weights_stay_close_to_float32(
 
     from app.asr.encoder_input import encode_any_length
 
-    emulation = ["-include", str(Path(__file__).with_name("avx512_emulation.h"))]
-    other = NativeEncoder(
-        checkpoint, whisper_cache, threads=2, extra=["-mno-avx512f"] if native.kernels == "avx512-vnni" else emulation
-    )
+    other = NativeEncoder(checkpoint, whisper_cache, threads=2, extra=other_family(native.kernels))
     avx2 = native if native.kernels == "avx2" else other
     assert avx2.pair_bound and not (native if avx2 is other else other).pair_bound
     encoder = whisper.load_model(str(checkpoint), device="cpu").float().eval().encoder
@@ -273,8 +269,7 @@ def test_attention_keys_and_values_are_packed_as_the_kernels_read_them(family: s
     from app.asr.native.model import ptr
 
     ours = library.load(whisper_cache)
-    emulation = ["-include", str(Path(__file__).with_name("avx512_emulation.h"))]
-    other = ["-mno-avx512f"] if ours.kernels() == b"avx512-vnni" else emulation
+    other = other_family(ours.kernels().decode())
     lib = ours if family == "this cpu's" else library.load(whisper_cache, extra=other)
     limit = 63 if lib.kernels() == b"avx2" else 127
     T, Tp, stride = 37, 48, 3 * 64  # frames, padded to 16; rows inside a wider qkv row as attention_head reads them
