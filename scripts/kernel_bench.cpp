@@ -55,6 +55,35 @@ double product_rate(int m, int k, int n) {
   return (double)m * k * n / best / 1e9;
 }
 
+// GMAC/s of attention's second product as attention_head runs it (a 30 s window: 1,500 query rows in blocks of
+// kQueryBlock, probabilities x 1,504 frames x 64 dimensions of 7-bit values): probabilities as uint8 with the
+// offset of 128 (every product's activations before 2026-12-06) or as they are now, 0..127 without one
+// (linear_blocks<true>: on AVX2 two k steps share an int16 before widening).
+template <bool kSevenBit>
+double probabilities_rate() {
+  const int rows = 30, m = 1500, k = 1504, n = 64;
+  std::mt19937 g(2);
+  std::uniform_int_distribution<int> weight(-kWeightMax, kWeightMax), prob(0, 127);
+  std::vector<int8_t> w((size_t)n * k);
+  std::vector<int8_t, CacheAligned<int8_t>> packed((size_t)n * k);  // as attention_head's (encoder.cpp)
+  for (auto& v : w) v = (int8_t)weight(g);
+  std::vector<int32_t> comp(n);
+  std::vector<float> scale(n, 1.f), row_scale(rows, 1.f / 127), y((size_t)rows * n);
+  pack_weights(w.data(), n, k, packed.data(), comp.data());
+  if (kSevenBit) std::fill(comp.begin(), comp.end(), 0);
+  Linear L;
+  L.w = packed.data(), L.comp = comp.data(), L.scale = scale.data(), L.k = k, L.n = n;
+  std::vector<Act> p(padded_rows(rows) * k);
+  for (auto& v : p) v = (Act)(prob(g) + (kSevenBit ? 0 : 128));
+  double best = 1e30;
+  for (int r = 0; r < 5; ++r) {
+    const double t = now();
+    for (int i0 = 0; i0 < m; i0 += rows) linear_blocks<kSevenBit>(L, p.data(), row_scale.data(), rows, y.data(), 0, n);
+    best = std::min(best, now() - t);
+  }
+  return (double)m * k * n / best / 1e9;
+}
+
 }  // namespace
 
 int main() {
@@ -66,6 +95,8 @@ int main() {
               per_instruction(a, b, [](__m256i u, __m256i v) { return _mm256_madd_epi16(u, v); }),
               per_instruction(f, f, [](__m256 u, __m256 v) { return _mm256_fmadd_ps(u, v, v); }));
   // The encoder's linear layers at a 30 s window (1,500 frames: width 384, MLP 1,536) and attention's scores.
-  std::printf(" \"gmac_per_s\": {\"1500x384x1536\": %.1f, \"1500x1536x384\": %.1f, \"1500x64x1500\": %.1f}}\n",
+  std::printf(" \"gmac_per_s\": {\"1500x384x1536\": %.1f, \"1500x1536x384\": %.1f, \"1500x64x1500\": %.1f,\n",
               product_rate(1500, 384, 1536), product_rate(1500, 1536, 384), product_rate(1500, 64, 1500));
+  std::printf("  \"probabilities_1500x1504x64_offset\": %.1f, \"probabilities_1500x1504x64_seven_bit\": %.1f}}\n",
+              probabilities_rate<false>(), probabilities_rate<true>());
 }

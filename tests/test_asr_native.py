@@ -363,6 +363,51 @@ def test_int8_products_are_exact_integer_sums_for_the_weights_each_family_is_giv
     assert saturated == avx2
 
 
+@needs_native
+@pytest.mark.parametrize("family", ["this cpu's", "the other", "avx2 widened the other way"])
+def test_seven_bit_activations_give_exact_sums_with_two_k_steps_added_in_int16(
+    family: str, whisper_cache: Path
+) -> None:
+    """linear_blocks<true> (attention's probabilities: 0..127, no offset): the AVX2 kernel adds the int16 pair sums
+    of two k steps before widening them, exact while |pair| <= 127 x 128 (kernels.h). At that bound, for both kinds
+    of weights the AVX2 kernels are given (7-bit attention values, pair-bounded linear weights), every family's
+    result is the integer sum itself. Checked: 8-bit activations (up to 255) do overflow the int16 pre-sum, so
+    the test would see a kernel that took them."""
+    from app.asr.native.model import ptr, quantize_rows
+
+    ours = library.load(whisper_cache)
+    extra = {
+        "this cpu's": None,
+        "the other": other_family(ours.kernels().decode()),
+        "avx2 widened the other way": other_widening(ours),
+    }[family]
+    lib = ours if extra is None else library.load(whisper_cache, extra=extra)
+    m, k, n = 7, 1504, 40  # k as attention's padded frames (a multiple of 8 and 16); rows and outputs with remainders
+    rng = np.random.default_rng(3)
+
+    def product(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+        y = np.full((m, n), np.nan, np.float32)
+        w, x = np.ascontiguousarray(w, np.int8), np.ascontiguousarray(x, np.uint8)
+        lib.product_seven_bit(ptr(w), n, k, ptr(x), m, ptr(y))
+        return y
+
+    def want(w: np.ndarray, x: np.ndarray) -> np.ndarray:
+        return (x.astype(np.int64) @ w.T.astype(np.int64)).astype(np.float64)
+
+    values = rng.integers(-63, 64, (n, k)).astype(np.int8)
+    values[:3] = 63  # four products of 127 x 63 in one int16: 32,004
+    values[3:6] = -63
+    bounded, _ = quantize_rows(rng.standard_t(3, (n, k)).astype(np.float32), pair_bound=True)
+    edge = np.tile(np.array([[64, 64, 64, 64, -64, -64, -64, -64, 127, -127, 1, 127]], np.int8), (n, k // 12 + 1))
+    top = np.full((m, k), 127, np.uint8)  # every activation at its largest
+    spread = rng.integers(0, 128, (m, k)).astype(np.uint8)
+    for name, w in (("7-bit values", values), ("pair-bounded", bounded), ("edge", edge[:, :k])):
+        for x in (top, spread):
+            got = product(w, x)
+            assert np.abs(got).max() > 30_000  # sums far past int16: widened, not wrapped
+            np.testing.assert_array_equal(got, want(w, x), err_msg=name)
+
+
 def test_the_pair_bound_keeps_same_sign_neighbours_within_128_at_a_little_precision() -> None:
     """quantize_rows' pair bound: |q[2p] + q[2p+1]| <= 128 on every row, the scale at least amax / 127 and, on
     rows like trained weights, well under the 2x (7-bit) that bounding every weight to 64 would cost."""

@@ -35,7 +35,7 @@ thread_local Buffers buffers;
 // A head's attention buffers, one set per thread.
 struct HeadScratch {
   std::vector<float> scale, scores, pv;
-  std::vector<int8_t> kpack, vpack;
+  std::vector<int8_t, CacheAligned<int8_t>> kpack, vpack;
   std::vector<int32_t> kcomp, vcomp;
   std::vector<Act> probs;
 };
@@ -80,13 +80,13 @@ void pack_keys(const float* rows, size_t stride, int T, const float* shift, int8
 
 #ifndef PODBRIEF_AVX512
 // AVX2: 64 scaled floats (8 vectors) -> 64 int8 in order, rounded to nearest even as nearbyint (cvtps2dq), each
-// added into sum[c] as int32 (the saturating packs never saturate: |q| <= kWeightMax).
+// added into sum[c] as int32 unless sum is null (the saturating packs never saturate: |q| <= kWeightMax).
 inline void quantize64(const __m256* scaled, int8_t* out, __m256i* sum) {
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   __m256i q[8];
   for (int c = 0; c < 8; ++c) {
     q[c] = _mm256_cvtps_epi32(scaled[c]);
-    sum[c] = _mm256_add_epi32(sum[c], q[c]);
+    if (sum) sum[c] = _mm256_add_epi32(sum[c], q[c]);
   }
   for (int h = 0; h < 2; ++h) {  // packs work within 128-bit lanes: permuted back to order, as quantize_activations
     const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q[4 * h], q[4 * h + 1]),
@@ -131,12 +131,10 @@ void pack_keys(const float* rows, size_t stride, int T, const float* shift, int8
 // pack_head's values on AVX2 (a scale per dimension, `inv` its reciprocal; the product is 64 x Tp): 4 frames at a
 // time, each 16-dimension group's 4 x 16 bytes transposed into 16 dimensions x 4 frames (pack_weights' 64-byte
 // group). Returns the first frame left for the scalar loop (pack_head): T rounded down to a multiple of 4.
-int pack_values(const float* rows, size_t stride, int T, int Tp, const float* shift, const float* inv, int8_t* pack,
-                int32_t* comp) {
+int pack_values(const float* rows, size_t stride, int T, int Tp, const float* shift, const float* inv,
+                int8_t* pack) {
   __m256 inv8[8], shift8[8];
   for (int c = 0; c < 8; ++c) inv8[c] = _mm256_loadu_ps(inv + 8 * c), shift8[c] = _mm256_loadu_ps(shift + 8 * c);
-  __m256i sum[8];
-  for (auto& x : sum) x = _mm256_setzero_si256();
   int f = 0;
   for (; f + 4 <= T; f += 4) {
     alignas(32) int8_t q[4][64];
@@ -144,7 +142,7 @@ int pack_values(const float* rows, size_t stride, int T, int Tp, const float* sh
       __m256 v[8];
       for (int c = 0; c < 8; ++c)
         v[c] = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(rows + (f + r) * stride + 8 * c), shift8[c]), inv8[c]);
-      quantize64(v, q[r], sum);
+      quantize64(v, q[r], nullptr);
     }
     for (int g = 0; g < 4; ++g) {  // dimensions 16 g .. 16 g + 15
       __m128i r[4];
@@ -158,38 +156,33 @@ int pack_values(const float* rows, size_t stride, int T, int Tp, const float* sh
       _mm_storeu_si128(block + 3, _mm_unpackhi_epi16(t1, t3));
     }
   }
-  for (int c = 0; c < 8; ++c) {
-    alignas(32) int32_t lanes[8];
-    _mm256_store_si256((__m256i*)lanes, sum[c]);
-    for (int e = 0; e < 8; ++e) comp[8 * c + e] += 128 * lanes[e];
-  }
   return f;
 }
 #endif
 
-// p[f] = the activation of exp(s[f] - mx) * 127 for f < T (a row of unnormalised probabilities, quantized as they
-// are computed); returns the sum of the exponentials (all of them: the many small ones that round to 0 still
-// weigh in the normaliser).
+// p[f] = nearbyint(exp(s[f] - mx) * 127) for f < T: a row of unnormalised probabilities, quantized as they are
+// computed to 0..127 with no offset (the seven-bit activations linear_blocks<true> takes: the AVX2 kernel adds two
+// k steps in int16, and the values' comp is zero); returns the sum of the exponentials (all of them: the many small
+// ones that round to 0 still weigh in the normaliser).
 inline float exp_quantize(const float* s, int T, float mx, Act* p) {
 #ifdef PODBRIEF_AVX512
   // Hand-vectorised: the compiler's loop (256-bit, a call into libmvec, int32 -> uint8 through two permutes) was
   // ~40 % of attention_head.
   const __m512 m = _mm512_set1_ps(mx), k127 = _mm512_set1_ps(127.f);
-  const __m128i shift = _mm_set1_epi8((char)0x80);  // + 128 for 0..127: uint8 for vpdpbusd / tdpbusd
   __m512 sum = _mm512_setzero_ps();
   for (int f = 0; f < T; f += 16) {
     const __mmask16 valid = T - f >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (T - f)) - 1);
     const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_maskz_loadu_ps(valid, s + f), m));
     sum = _mm512_mask_add_ps(sum, valid, sum, e);
     const __m128i q = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(e, k127)));
-    _mm_mask_storeu_epi8(p + f, valid, _mm_xor_si128(q, shift));
+    _mm_mask_storeu_epi8(p + f, valid, q);
   }
   return _mm512_reduce_add_ps(sum);
 #else
   // 32 at a time, narrowed as quantize_activations narrows (kernels.h): libmvec's expf and a scalar narrowing were
   // 10 % of the AVX2 encoder.
   const __m256 m = _mm256_set1_ps(mx), k127 = _mm256_set1_ps(127.f);
-  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), top = _mm256_set1_epi8((char)0x80);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   __m256 acc = _mm256_setzero_ps();
   int f = 0;
   for (; f + 32 <= T; f += 32) {
@@ -200,13 +193,13 @@ inline float exp_quantize(const float* s, int T, float mx, Act* p) {
       q[c] = _mm256_cvtps_epi32(_mm256_mul_ps(e, k127));
     }
     const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
-    _mm256_storeu_si256((__m256i*)(p + f), _mm256_xor_si256(_mm256_permutevar8x32_epi32(b, order), top));
+    _mm256_storeu_si256((__m256i*)(p + f), _mm256_permutevar8x32_epi32(b, order));
   }
   float sum = sum8(acc);
   for (; f < T; ++f) {
     const float e = expf(s[f] - mx);
     sum += e;
-    p[f] = to_act(e * 127.f);
+    p[f] = (Act)std::nearbyint(e * 127.f);
   }
   return sum;
 #endif
@@ -215,7 +208,8 @@ inline float exp_quantize(const float* s, int T, float mx, Act* p) {
 // Quantizes rows[f][0..64) (row stride `stride`; f < T, rows T..Tp zero) to kWeightMax (127; 63 for AVX2's uint8
 // kernel: kernels.h) straight into pack_weights' layout, for a
 // product with n x k = (per_row ? Tp x 64 : 64 x Tp): keys are weights with a frame per output (a scale per
-// frame), values transposed, a dimension per output (a scale per dimension). comp and scale: per output.
+// frame), values transposed, a dimension per output (a scale per dimension). comp and scale: per output; comp is
+// 128 x the keys' sums (the queries' offset) and zero for values (the probabilities have none: exp_quantize).
 void pack_head(const float* rows, size_t stride, int T, int Tp, bool per_row, const float* shift, int8_t* pack,
                int32_t* comp, float* scale) {
   constexpr int hd = 64;
@@ -237,13 +231,12 @@ void pack_head(const float* rows, size_t stride, int T, int Tp, bool per_row, co
   }
   int f = 0;
 #ifndef PODBRIEF_AVX512
-  f = pack_values(rows, stride, T, Tp, shift, inv, pack, comp);  // all but the last T % 4 frames
+  f = pack_values(rows, stride, T, Tp, shift, inv, pack);  // all but the last T % 4 frames
 #endif
   for (; f < T; ++f)
     for (int e = 0; e < hd; ++e) {
       const int8_t q = (int8_t)std::nearbyint((rows[f * stride + e] - shift[e]) * inv[e]);
       pack[packed_index(e, f, k)] = q;
-      comp[e] += 128 * q;
     }
 }
 
@@ -290,10 +283,10 @@ void attention_head(const Encoder& E, const float* qkv, int T, int hh, float* at
       const float* s = scores + (size_t)i * Tp;
       Act* p = S.probs.data() + (size_t)i * Tp;
       const float sum = exp_quantize(s, T, max_of(s, T), p);
-      for (int f = T; f < Tp; ++f) p[f] = to_act(0.f);
+      std::fill(p + T, p + Tp, (Act)0);
       inv_sum[i] = 1.f / sum;
     }
-    linear_blocks(VL, S.probs.data(), prob_scale, rows, S.pv.data(), 0, hd);  // [rows][hd]
+    linear_blocks<true>(VL, S.probs.data(), prob_scale, rows, S.pv.data(), 0, hd);  // [rows][hd]
     for (int i = 0; i < rows; ++i) {
       float* o = att + (size_t)(i0 + i) * d + hh * hd;
       for (int e = 0; e < hd; ++e) o[e] = S.pv[(size_t)i * hd + e] * inv_sum[i];

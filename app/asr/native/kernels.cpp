@@ -36,4 +36,19 @@ void product(const int8_t* w, int n, int k, const float* x, int m, float* y) {
   linear(L, x, m, y);
 }
 
+// For the tests: y[m][n] = x[m][k] x w^T for activations x already in 0..127 (uint8, no offset: the seven-bit
+// activations of linear_blocks<true>, as attention's probabilities), k a multiple of 8, every scale 1.
+void product_seven_bit(const int8_t* w, int n, int k, const uint8_t* x, int m, float* y) {
+  std::vector<int8_t, CacheAligned<int8_t>> packed((size_t)(n + 15) / 16 * 16 * k);
+  std::vector<int32_t> comp(n);
+  std::vector<float> scale(n, 1.f), row_scale(m, 1.f);
+  std::vector<Act> xq(padded_rows(m) * k, 0);
+  std::copy(x, x + (size_t)m * k, xq.begin());
+  pack_weights(w, n, k, packed.data(), comp.data());
+  std::fill(comp.begin(), comp.end(), 0);  // no offset to take off
+  Linear L;
+  L.w = packed.data(), L.comp = comp.data(), L.scale = scale.data(), L.k = k, L.n = n;
+  linear_blocks<true>(L, xq.data(), row_scale.data(), m, y, 0, n);
+}
+
 }  // extern "C"

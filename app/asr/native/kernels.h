@@ -19,6 +19,8 @@
 //     full 8 bits): 8-10 % more CPU for the whole transcription (docs/benchmarks.md).
 //   - attention's keys and values (weights made per window, encoder.cpp): 7-bit (kWeightMax = 63: at most
 //     2 x 255 x 63 = 32,130), measured as good as 8-bit there.
+//   Attention's probabilities are 0..127 with no offset (seven-bit activations, linear_blocks<true>): two k steps'
+//   pair sums then fit one int16 together, so a vpmaddwd widens four products' pairs instead of two.
 // - AMX (Intel Sapphire Rapids and later, on top of AVX-512 VNNI): the same packed weights are AMX's B tiles as they
 //   are (16 k-groups of 16 outputs x 4 bytes = one 16 x 64-byte tile), the uint8 activations its A tiles, and
 //   tdpbusd the same uint8 x int8 -> int32 sums as vpdpbusd, 16 x 16 x 64 per instruction. Same integers, same
@@ -32,12 +34,14 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cassert>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -229,7 +233,8 @@ inline float row_amax(const float* r, int k) {
 // Outputs ob..ob+15 of MB (<= 8) rows: y[i][o] = sx[i] * sw[o] * (sum_k xu8[i][k] * w[o][k] - comp[o]) + bias[o].
 // The accumulators are named variables, not an array: GCC 12 keeps an array of them on the stack, a 64-byte load
 // and store around every vpdpbusd.
-template <int MB>
+// kSevenBit (activations 0..127 without an offset, linear_blocks) changes nothing here: vpdpbusd sums into int32.
+template <int MB, bool kSevenBit = false>
 // noinline: a function of its own keeps its accumulators in registers; inlined into a caller with live values of
 // its own (linear()'s parallel lambda) the AVX2 one spilled them, and a step ran 15 % slower.
 __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y) {
@@ -274,7 +279,13 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
 // all modulo 2^32, where the result (an int32 sum) is exact. Per vector a xor, a shift and two adds, which run on
 // Zen 1's other vector pipes, instead of a vpmaddwd (on its one multiplier) and an add: 1.15-1.21x the products
 // there (scripts/kernel_bench.cpp), 1.07-1.11x a whole transcription (docs/benchmarks.md).
-template <int MB>
+//
+// kSevenBit: activations in 0..127 with no offset (attention's probabilities, linear_blocks). A pair's sum is then
+// at most 127 x 128 = 16,256 in magnitude for any weights the AVX2 kernels are given (pair-bounded or 7-bit:
+// same-sign neighbours sum to at most 128, and a pair of opposite signs is at most 127 x 127), so the pair sums of
+// two k steps add up in int16 exactly (<= 32,512) before one widening: a quarter fewer multiplies, 1.3-1.4x the
+// product (scripts/kernel_bench.cpp).
+template <int MB, bool kSevenBit = false>
 // noinline: a function of its own keeps its accumulators in registers; inlined into a caller with live values of
 // its own (linear()'s parallel lambda) the AVX2 one spilled them, and a step ran 15 % slower.
 __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y) {
@@ -287,15 +298,27 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
           bl5 = l0, bh5 = l0;
   const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi32(0x8000);
   const int8_t* wb = L.w + (size_t)ob * k;
-  for (int j = 0; j < k; j += 4) {
+  constexpr int kStep = kSevenBit ? 2 * kPairs : kPairs;  // k values a widening (k is a multiple of it)
+  for (int j = 0; j < k; j += kStep) {
     const __m256i wl = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16));
     const __m256i wh = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16 + 32));
+    __m256i wl2 = wl, wh2 = wh;  // the next k step's, with kSevenBit
+    if constexpr (kSevenBit) {
+      wl2 = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16 + 64));
+      wh2 = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16 + 96));
+    }
 #define PODBRIEF_ROW(I)                                                                      \
   if constexpr (MB > I) {                                                                    \
     int32_t quad;                                                                            \
     std::memcpy(&quad, xq + (size_t)I * k + j, 4);                                           \
     const __m256i xv = _mm256_set1_epi32(quad);                                              \
-    const __m256i pl = _mm256_maddubs_epi16(xv, wl), ph = _mm256_maddubs_epi16(xv, wh);      \
+    __m256i pl = _mm256_maddubs_epi16(xv, wl), ph = _mm256_maddubs_epi16(xv, wh);            \
+    if constexpr (kSevenBit) {                                                               \
+      std::memcpy(&quad, xq + (size_t)I * k + j + kPairs, 4);                                \
+      const __m256i xv2 = _mm256_set1_epi32(quad);                                           \
+      pl = _mm256_add_epi16(pl, _mm256_maddubs_epi16(xv2, wl2));                             \
+      ph = _mm256_add_epi16(ph, _mm256_maddubs_epi16(xv2, wh2));                             \
+    }                                                                                        \
     if constexpr (kWidenByShifts) {                                                          \
       l##I = _mm256_add_epi32(l##I, _mm256_xor_si256(pl, flip));                             \
       bl##I = _mm256_add_epi32(bl##I, _mm256_srai_epi32(pl, 16));                            \
@@ -312,7 +335,7 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
   __m256i acc[6][2] = {{l0, h0}, {l1, h1}, {l2, h2}, {l3, h3}, {l4, h4}, {l5, h5}};
   if constexpr (kWidenByShifts) {
     const __m256i b[6][2] = {{bl0, bh0}, {bl1, bh1}, {bl2, bh2}, {bl3, bh3}, {bl4, bh4}, {bl5, bh5}};
-    const __m256i steps = _mm256_set1_epi32((int32_t)(32768u * (uint32_t)(k / 4)));
+    const __m256i steps = _mm256_set1_epi32((int32_t)(32768u * (uint32_t)(k / kStep)));  // widenings
     for (int i = 0; i < MB; ++i)
       for (int half = 0; half < 2; ++half) {
         const __m256i bb = b[i][half];  // 65535 B = 65536 B - B
@@ -354,13 +377,13 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
 #endif
 
 // linear_rows<mb> for a group of mb <= MB rows: the row count must be a template argument (registers).
-template <int MB>
+template <int MB, bool kSevenBit = false>
 inline void linear_group(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y, int mb) {
   if constexpr (MB > 0) {
     if (mb == MB)
-      linear_rows<MB>(L, xq, row_scale, ob, y);
+      linear_rows<MB, kSevenBit>(L, xq, row_scale, ob, y);
     else
-      linear_group<MB - 1>(L, xq, row_scale, ob, y, mb);
+      linear_group<MB - 1, kSevenBit>(L, xq, row_scale, ob, y, mb);
   }
 }
 
@@ -505,8 +528,12 @@ inline size_t padded_rows(int m) { return (size_t)(m + 15) / 16 * 16; }
 // weights (16 x k int8, 6 KB for tiny's width) are read from memory once and stay in L1 for every group of rows.
 // (Rows outside streamed the whole matrix, 20 MB for the vocabulary projection, once per group of rows.) Many rows
 // (the encoder's 1,500 frames) go in tiles whose activations stay in L2 while every output block passes over them.
+// kSevenBit: the activations are 0..127 with no offset (L.comp zero; attention's probabilities), which lets the
+// AVX2 kernel add two k steps' pair sums in int16 (linear_rows); k must then be a multiple of 8.
+template <bool kSevenBit = false>
 inline void linear_blocks(const Linear& L, const Act* xq, const float* row_scale, int m, float* y, int ob0, int ob1) {
   const int k = L.k, n = L.n;
+  if constexpr (kSevenBit) assert(k % (2 * kPairs) == 0);
 #ifdef PODBRIEF_AMX
   // Fewer than 16 rows would leave most of a tile idle (the decoder's steps): vpdpbusd does those.
   if (k % 64 == 0 && m >= 16 && amx_active()) return linear_blocks_amx(L, xq, row_scale, m, y, ob0, ob1);
@@ -516,11 +543,30 @@ inline void linear_blocks(const Linear& L, const Act* xq, const float* row_scale
     const int t1 = std::min(m, t0 + tile);
     for (int ob = ob0; ob < ob1; ob += 16)
       for (int i0 = t0; i0 < t1; i0 += kRows)
-        linear_group<kRows>(L, xq + (size_t)i0 * k, row_scale + i0, ob, y + (size_t)i0 * n, std::min(kRows, t1 - i0));
+        linear_group<kRows, kSevenBit>(L, xq + (size_t)i0 * k, row_scale + i0, ob, y + (size_t)i0 * n,
+                                       std::min(kRows, t1 - i0));
   }
 }
 
 inline void gelu(float* v, size_t n);  // below, with the other AVX-512 float loops
+
+// An allocator for weights the AVX2 kernels read 32 bytes at a time: 64-byte aligned, so no load splits a cache line.
+// malloc (and numpy, for large arrays) gives 16 mod 64, which splits every other 32-byte load: the seven-bit kernel,
+// which reloads its weights for each row, ran attention's probabilities x values at 107 GMAC/s on such a buffer and
+// 138 on an aligned one (Zen 4, AVX2 build); the linear layers' kernel keeps its weights in registers (1-2 %).
+template <class T>
+struct CacheAligned {
+  using value_type = T;
+  CacheAligned() = default;
+  template <class U>
+  CacheAligned(const CacheAligned<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <class U>
+  bool operator==(const CacheAligned<U>&) const { return true; }
+  template <class U>
+  bool operator!=(const CacheAligned<U>&) const { return false; }
+};
 
 // v.size() >= n, without shrinking (a shorter window after a longer one reuses what is there).
 template <class T>
