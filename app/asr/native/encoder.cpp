@@ -323,6 +323,7 @@ void set_encoder_linear(void* encoder, int layer, int which, const int8_t* w, co
   l.w = w, l.comp = comp, l.scale = scale, l.bias = bias, l.k = k, l.n = n;
   EncoderLayer& L = E.layer[layer];
   Linear* slots[] = {&L.qkv, &L.out, &L.up, &L.down, &E.conv1, &E.conv2};
+  l.gelu_input = which == 3 || which == 5;  // the MLP's second layer and the second convolution follow a GELU
   *slots[which] = l;
 }
 

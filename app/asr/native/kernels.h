@@ -191,6 +191,12 @@ struct Linear {
   const float* scale = nullptr;   // per output row
   const float* bias = nullptr;    // or null
   int k = 0, n = 0;
+  // Its input is a GELU's output (the encoder's MLP's second layer and second convolution), never below -0.17: on
+  // AVX2, linear() quantizes it to seven bits with a zero point (quantize_seven_bit) for the seven-bit kernel.
+  // AVX-512 ignores it (vpdpbusd gains nothing from it; its 8-bit symmetric activations are kept). Not set in the
+  // decoder, whose MLP is ~1 % of a transcription: there both families stay the same integer arithmetic, which
+  // test_the_avx512_and_avx2_kernels_compute_the_same_steps holds them to.
+  bool gelu_input = false;
 };
 
 // The activations of a product, quantized per row; one set per thread (several decoding workers call in at once).
@@ -199,6 +205,7 @@ struct Linear {
 struct Activations {
   std::vector<Act> xq;
   std::vector<float> row_scale;
+  std::vector<int32_t> row_zero;  // seven-bit activations' zero points (quantize_seven_bit)
 };
 thread_local Activations activations;
 
@@ -234,10 +241,13 @@ inline float row_amax(const float* r, int k) {
 // The accumulators are named variables, not an array: GCC 12 keeps an array of them on the stack, a 64-byte load
 // and store around every vpdpbusd.
 // kSevenBit (activations 0..127 without an offset, linear_blocks) changes nothing here: vpdpbusd sums into int32.
+// row_zero: AVX2's seven-bit zero points, never made on AVX-512 (linear()); must be null.
 template <int MB, bool kSevenBit = false>
 // noinline: a function of its own keeps its accumulators in registers; inlined into a caller with live values of
 // its own (linear()'s parallel lambda) the AVX2 one spilled them, and a step ran 15 % slower.
-__attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y) {
+__attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y,
+                                           [[maybe_unused]] const int32_t* row_zero = nullptr) {
+  assert(row_zero == nullptr);
   const int k = L.k, n = L.n;
   __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
   const int8_t* wb = L.w + (size_t)ob * k;
@@ -280,15 +290,19 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
 // Zen 1's other vector pipes, instead of a vpmaddwd (on its one multiplier) and an add: 1.15-1.21x the products
 // there (scripts/kernel_bench.cpp), 1.07-1.11x a whole transcription (docs/benchmarks.md).
 //
-// kSevenBit: activations in 0..127 with no offset (attention's probabilities, linear_blocks). A pair's sum is then
-// at most 127 x 128 = 16,256 in magnitude for any weights the AVX2 kernels are given (pair-bounded or 7-bit:
-// same-sign neighbours sum to at most 128, and a pair of opposite signs is at most 127 x 127), so the pair sums of
-// two k steps add up in int16 exactly (<= 32,512) before one widening: a quarter fewer multiplies, 1.3-1.4x the
-// product (scripts/kernel_bench.cpp).
+// kSevenBit: activations in 0..127 (attention's probabilities with no offset; a GELU's outputs with a zero point
+// per row, row_zero: quantize_seven_bit). A pair's sum is then at most 127 x 128 = 16,256 in magnitude for any
+// weights the AVX2 kernels are given (pair-bounded or 7-bit: same-sign neighbours sum to at most 128, and a pair
+// of opposite signs is at most 127 x 127), so the pair sums of two k steps add up in int16 exactly (<= 32,512)
+// before one widening: a quarter fewer multiplies, 1.23-1.25x the product (scripts/kernel_bench.cpp). The weights
+// are read again for each row (the accumulators take the registers): they must not straddle cache lines
+// (CacheAligned; model.py aligns its packs), or half the loads split and the gain is gone. The offset taken off
+// is z[i] x sum_k w[o][k] (comp / 128) where row_zero is given, else none (comp is not read).
 template <int MB, bool kSevenBit = false>
 // noinline: a function of its own keeps its accumulators in registers; inlined into a caller with live values of
 // its own (linear()'s parallel lambda) the AVX2 one spilled them, and a step ran 15 % slower.
-__attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y) {
+__attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y,
+                                           const int32_t* row_zero = nullptr) {
   static_assert(MB <= kRows);
   const int k = L.k, n = L.n;
   __m256i l0 = _mm256_setzero_si256(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0, l4 = l0,
@@ -360,10 +374,16 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
   const __m256 w0 = _mm256_loadu_ps(ws), w1 = _mm256_loadu_ps(ws + 8);
   const __m256 b0 = bias ? _mm256_loadu_ps(bias) : _mm256_setzero_ps();
   const __m256 b1 = bias ? _mm256_loadu_ps(bias + 8) : _mm256_setzero_ps();
+  const __m256i sums0 = _mm256_srai_epi32(c0, 7), sums1 = _mm256_srai_epi32(c1, 7);  // sum_k w[o][k], exactly
   for (int i = 0; i < MB; ++i) {
     const __m256 s = _mm256_set1_ps(row_scale[i]);
-    const __m256 r0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][0], c0)), _mm256_mul_ps(w0, s), b0);
-    const __m256 r1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][1], c1)), _mm256_mul_ps(w1, s), b1);
+    __m256i off0 = c0, off1 = c1;  // the offset to take off: 128 x the weights' sums for uint8 activations
+    if constexpr (kSevenBit) {
+      const __m256i z = _mm256_set1_epi32(row_zero ? row_zero[i] : 0);
+      off0 = _mm256_mullo_epi32(sums0, z), off1 = _mm256_mullo_epi32(sums1, z);
+    }
+    const __m256 r0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][0], off0)), _mm256_mul_ps(w0, s), b0);
+    const __m256 r1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc[i][1], off1)), _mm256_mul_ps(w1, s), b1);
     float* dst = y + (size_t)i * n + ob;
     if (rem == 16) {
       _mm256_storeu_ps(dst, r0), _mm256_storeu_ps(dst + 8, r1);
@@ -378,12 +398,13 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
 
 // linear_rows<mb> for a group of mb <= MB rows: the row count must be a template argument (registers).
 template <int MB, bool kSevenBit = false>
-inline void linear_group(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y, int mb) {
+inline void linear_group(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y, int mb,
+                         const int32_t* row_zero = nullptr) {
   if constexpr (MB > 0) {
     if (mb == MB)
-      linear_rows<MB, kSevenBit>(L, xq, row_scale, ob, y);
+      linear_rows<MB, kSevenBit>(L, xq, row_scale, ob, y, row_zero);
     else
-      linear_group<MB - 1, kSevenBit>(L, xq, row_scale, ob, y, mb);
+      linear_group<MB - 1, kSevenBit>(L, xq, row_scale, ob, y, mb, row_zero);
   }
 }
 
@@ -426,6 +447,42 @@ inline void quantize_activations(const float* in, int m, int k, Act* xq, float* 
     for (; j < k; ++j) q[j] = to_act(r[j] * inv);
   }
 }
+
+#ifndef PODBRIEF_AVX512
+// in[m][k] (a GELU's outputs) -> xq in 0..127 with row_scale s and row_zero z per row: in ~= s * (xq - z), over
+// [min(0, lo), max(0, hi)] (zero lands on an integer, z). A GELU's outputs are >= -0.17, so 8-bit symmetric
+// activations left their negative half nearly unused: the seven bits here have about the same step
+// ((hi + 0.17) / 127 against hi / 127), and the seven-bit kernel (linear_rows) then needs a quarter fewer multiplies.
+inline void quantize_seven_bit(const float* in, int m, int k, Act* xq, float* row_scale, int32_t* row_zero) {
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), top = _mm256_set1_epi8(127);
+  for (int i = 0; i < m; ++i) {
+    const float* r = in + (size_t)i * k;
+    Act* q = xq + (size_t)i * k;
+    __m256 lo8 = _mm256_setzero_ps(), hi8 = lo8;
+    int j = 0;
+    for (; j + 8 <= k; j += 8) {
+      const __m256 v = _mm256_loadu_ps(r + j);
+      lo8 = _mm256_min_ps(lo8, v), hi8 = _mm256_max_ps(hi8, v);
+    }
+    float lo = -max8(_mm256_sub_ps(_mm256_setzero_ps(), lo8)), hi = max8(hi8);
+    for (; j < k; ++j) lo = std::fmin(lo, r[j]), hi = std::fmax(hi, r[j]);
+    const float range = std::fmax(hi - lo, 1e-12f), inv = 127.f / range;
+    const int32_t z = (int32_t)std::nearbyint(-lo * inv);
+    row_scale[i] = range / 127.f, row_zero[i] = z;
+    const __m256 inv8 = _mm256_set1_ps(inv);
+    const __m256i z8 = _mm256_set1_epi32(z);
+    for (j = 0; j + 32 <= k; j += 32) {
+      __m256i v[4];
+      for (int c = 0; c < 4; ++c)
+        v[c] = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(r + j + 8 * c), inv8)), z8);
+      // packs within 128-bit lanes (as quantize_activations), then unsigned saturation to 0..255 and at most 127.
+      const __m256i b = _mm256_packus_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+      _mm256_storeu_si256((__m256i*)(q + j), _mm256_min_epu8(_mm256_permutevar8x32_epi32(b, order), top));
+    }
+    for (; j < k; ++j) q[j] = (Act)std::clamp((int)std::nearbyint(r[j] * inv) + z, 0, 127);
+  }
+}
+#endif
 
 #ifdef PODBRIEF_AMX
 // Linux gives a process AMX's tile registers only once it asks (arch_prctl ARCH_REQ_XCOMP_PERM, XTILEDATA).
@@ -528,15 +585,21 @@ inline size_t padded_rows(int m) { return (size_t)(m + 15) / 16 * 16; }
 // weights (16 x k int8, 6 KB for tiny's width) are read from memory once and stay in L1 for every group of rows.
 // (Rows outside streamed the whole matrix, 20 MB for the vocabulary projection, once per group of rows.) Many rows
 // (the encoder's 1,500 frames) go in tiles whose activations stay in L2 while every output block passes over them.
-// kSevenBit: the activations are 0..127 with no offset (L.comp zero; attention's probabilities), which lets the
-// AVX2 kernel add two k steps' pair sums in int16 (linear_rows); k must then be a multiple of 8.
+// kSevenBit: the activations are 0..127, with no offset (attention's probabilities) or, on AVX2, a zero point per
+// row (row_zero: quantize_seven_bit), which lets the AVX2 kernel add two k steps' pair sums in int16
+// (linear_rows); k must then be a multiple of 8.
 template <bool kSevenBit = false>
-inline void linear_blocks(const Linear& L, const Act* xq, const float* row_scale, int m, float* y, int ob0, int ob1) {
+inline void linear_blocks(const Linear& L, const Act* xq, const float* row_scale, int m, float* y, int ob0, int ob1,
+                          const int32_t* row_zero = nullptr) {
   const int k = L.k, n = L.n;
   if constexpr (kSevenBit) assert(k % (2 * kPairs) == 0);
+  if constexpr (!kSevenBit) assert(row_zero == nullptr);
 #ifdef PODBRIEF_AMX
   // Fewer than 16 rows would leave most of a tile idle (the decoder's steps): vpdpbusd does those.
-  if (k % 64 == 0 && m >= 16 && amx_active()) return linear_blocks_amx(L, xq, row_scale, m, y, ob0, ob1);
+  if (k % 64 == 0 && m >= 16 && amx_active()) {
+    assert(row_zero == nullptr);  // AVX-512 builds make no zero points
+    return linear_blocks_amx(L, xq, row_scale, m, y, ob0, ob1);
+  }
 #endif
   const int tile = std::max(kRows, (int)(96 * 1024 / k) / kRows * kRows);
   for (int t0 = 0; t0 < m; t0 += tile) {
@@ -544,7 +607,7 @@ inline void linear_blocks(const Linear& L, const Act* xq, const float* row_scale
     for (int ob = ob0; ob < ob1; ob += 16)
       for (int i0 = t0; i0 < t1; i0 += kRows)
         linear_group<kRows, kSevenBit>(L, xq + (size_t)i0 * k, row_scale + i0, ob, y + (size_t)i0 * n,
-                                       std::min(kRows, t1 - i0));
+                                       std::min(kRows, t1 - i0), row_zero ? row_zero + i0 : nullptr);
   }
 }
 
@@ -599,17 +662,34 @@ void parallel(int threads, int n, F&& f) {
 }
 
 // y[m][n] = in[m][k] x W^T + bias (GELU after, with `gelu_after`), activations quantized per row to int8 (scale
-// amax / 127) by the calling thread, output blocks shared among `threads`.
+// amax / 127; on AVX2 a GELU's outputs to seven bits with a zero point, L.gelu_input) by the calling thread, output
+// blocks shared among `threads`.
 inline void linear(const Linear& L, const float* in, int m, float* y, int threads = 1, bool gelu_after = false) {
   Activations& A = activations;
   grow(A.row_scale, (size_t)m);
   grow(A.xq, padded_rows(m) * L.k);
-  quantize_activations(in, m, L.k, A.xq.data(), A.row_scale.data());
+#ifndef PODBRIEF_AVX512
+  const bool seven_bit = L.gelu_input && L.k % (2 * kPairs) == 0;
+#else
+  const bool seven_bit = false;
+#endif
+  if (seven_bit) {
+#ifndef PODBRIEF_AVX512
+    grow(A.row_zero, (size_t)m);
+    quantize_seven_bit(in, m, L.k, A.xq.data(), A.row_scale.data(), A.row_zero.data());
+#endif
+  } else {
+    quantize_activations(in, m, L.k, A.xq.data(), A.row_scale.data());
+  }
   const Act* xq = A.xq.data();
   const float* row_scale = A.row_scale.data();
+  const int32_t* row_zero = seven_bit ? A.row_zero.data() : nullptr;
   parallel(threads, (L.n + 15) / 16, [&](int b0, int b1) {
     const int ob0 = b0 * 16, ob1 = std::min(L.n, b1 * 16);
-    linear_blocks(L, xq, row_scale, m, y, ob0, ob1);
+    if (seven_bit)
+      linear_blocks<true>(L, xq, row_scale, m, y, ob0, ob1, row_zero);
+    else
+      linear_blocks(L, xq, row_scale, m, y, ob0, ob1);
     if (gelu_after)
       for (int i = 0; i < m; ++i) gelu(y + (size_t)i * L.n + ob0, ob1 - ob0);
   });

@@ -210,10 +210,19 @@ def packed_linear(
     set_linear)."""
     n, k = w.shape
     q, scale = quantize_rows(w, pair_bound)
-    packed, comp = np.zeros((n + 15) // 16 * 16 * k, np.int8), np.zeros(n, np.int32)
+    packed, comp = cache_aligned_zeros((n + 15) // 16 * 16 * k), np.zeros(n, np.int32)
     lib.pack(ptr(q), n, k, ptr(packed), ptr(comp))
     arrays = [packed, comp, scale] + ([] if bias is None else [bias])
     return arrays, (ptr(packed), ptr(comp), ptr(scale), None if bias is None else ptr(bias), k, n)
+
+
+def cache_aligned_zeros(size: int) -> np.ndarray:
+    """int8 zeros starting on a 64-byte boundary. numpy gives large arrays 16 mod 64, where every other 32-byte load
+    of AVX2's kernels straddles two cache lines; the seven-bit kernel reads its weights again for each row, and lost
+    its gain on such a buffer (kernels.h, linear_rows)."""
+    raw = np.zeros(size + 64, np.int8)
+    start = -raw.ctypes.data % 64
+    return raw[start : start + size]
 
 
 def fused_qkv(attn: Any) -> tuple[np.ndarray, np.ndarray]:
