@@ -408,6 +408,42 @@ def test_seven_bit_activations_give_exact_sums_with_two_k_steps_added_in_int16(
             np.testing.assert_array_equal(got, want(w, x), err_msg=name)
 
 
+@needs_native
+@pytest.mark.parametrize("build", ["avx2", "avx2 widened the other way"])
+def test_avx2_takes_a_gelus_outputs_as_seven_bits_with_a_zero_point(build: str, whisper_cache: Path) -> None:
+    """Linear::gelu_input on AVX2 (the encoder's MLP down and second convolution): each row quantized to 0..127 over
+    [min(0, lo), max(0, hi)] with an integer zero point, multiplied on the seven-bit kernel, the zero point's share
+    (z x the weights' row sums) taken off after. Rows spanning exactly 127 integers quantize to themselves, so the
+    output is the integer sum itself. On a GELU's outputs (>= -0.17) the error stays within 15 % of what 8-bit
+    symmetric activations give, whose negative half a GELU leaves nearly unused: 1.12x on these rows (small ones,
+    where the step (hi + 0.17) / 127 against hi / 127 shows most). Built on any AVX2 or AVX-512 CPU."""
+    from app.asr.native.model import ptr, quantize_rows
+
+    ours = library.load(whisper_cache)
+    lib = library.load(whisper_cache, extra=avx2_default(ours) if build == "avx2" else other_widening(ours))
+    assert lib.kernels() == b"avx2"
+    m, k, n = 7, 1152, 40  # k as the second convolution's (384 x 3); a row group and a remainder
+    rng = np.random.default_rng(4)
+    w, _ = quantize_rows(rng.standard_t(3, (n, k)).astype(np.float32), pair_bound=True)
+
+    def product(x: np.ndarray, gelu: bool) -> np.ndarray:
+        y = np.full((m, n), np.nan, np.float32)
+        lib.product_of(ptr(np.ascontiguousarray(w)), n, k, ptr(np.ascontiguousarray(x, np.float32)), m, ptr(y), gelu)
+        return y
+
+    zeros = rng.integers(0, 128, m)  # each row's zero point: its values run -z .. 127 - z
+    x = np.stack([rng.integers(-z, 128 - z, k) for z in zeros]).astype(np.float32)
+    x[:, 0], x[:, 1] = -zeros, 127 - zeros  # both ends present: a range of exactly 127, a scale of exactly 1
+    want = x.astype(np.int64) @ w.T.astype(np.int64)
+    np.testing.assert_array_equal(product(x, True), want)
+
+    pre = rng.standard_normal((m, k)).astype(np.float32) * rng.uniform(0.5, 3, (m, 1)).astype(np.float32)
+    gelu = (0.5 * pre * (1 + np.tanh(0.79788456 * (pre + 0.044715 * pre**3)))).astype(np.float32)
+    exact = gelu.astype(np.float64) @ w.T.astype(np.float64)
+    seven, symmetric = (np.abs(product(gelu, flag) - exact).mean() for flag in (True, False))
+    assert 0 < seven < 1.15 * symmetric, (seven, symmetric)
+
+
 def test_the_pair_bound_keeps_same_sign_neighbours_within_128_at_a_little_precision() -> None:
     """quantize_rows' pair bound: |q[2p] + q[2p+1]| <= 128 on every row, the scale at least amax / 127 and, on
     rows like trained weights, well under the 2x (7-bit) that bounding every weight to 64 would cost."""

@@ -25,16 +25,19 @@ int set_amx(int on) {
 // to at most 128 in magnitude (kernels.h; model.py quantize_rows).
 void pack(const int8_t* w, int n, int k, int8_t* out, int32_t* comp) { pack_weights(w, n, k, out, comp); }
 
-// For the tests: y[m][n] = x[m][k] x w^T (w: n x k int8, row-major; every weight scale 1, no bias) through linear().
-void product(const int8_t* w, int n, int k, const float* x, int m, float* y) {
-  std::vector<int8_t> packed((size_t)(n + 15) / 16 * 16 * k);
+// For the tests: y[m][n] = x[m][k] x w^T (w: n x k int8, row-major; every weight scale 1, no bias) through linear(),
+// x taken as a GELU's outputs where gelu_input is 1 (Linear::gelu_input: seven bits with a zero point on AVX2).
+void product_of(const int8_t* w, int n, int k, const float* x, int m, float* y, int gelu_input) {
+  std::vector<int8_t, CacheAligned<int8_t>> packed((size_t)(n + 15) / 16 * 16 * k);
   std::vector<int32_t> comp(n);
   std::vector<float> scale(n, 1.f);
   pack_weights(w, n, k, packed.data(), comp.data());
   Linear L;
-  L.w = packed.data(), L.comp = comp.data(), L.scale = scale.data(), L.k = k, L.n = n;
+  L.w = packed.data(), L.comp = comp.data(), L.scale = scale.data(), L.k = k, L.n = n, L.gelu_input = gelu_input != 0;
   linear(L, x, m, y);
 }
+
+void product(const int8_t* w, int n, int k, const float* x, int m, float* y) { product_of(w, n, k, x, m, y, 0); }
 
 // For the tests: y[m][n] = x[m][k] x w^T for activations x already in 0..127 (uint8, no offset: the seven-bit
 // activations of linear_blocks<true>, as attention's probabilities), k a multiple of 8, every scale 1.

@@ -148,6 +148,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.pack.restype = None
     lib.product.argtypes = [p, i, i, p, i, p]
     lib.product.restype = None
+    lib.product_of.argtypes = [p, i, i, p, i, p, i]
+    lib.product_of.restype = None
     lib.product_seven_bit.argtypes = [p, i, i, p, i, p]
     lib.product_seven_bit.restype = None
     lib.set_linear.argtypes = [p, i, i, p, p, p, p, i, i]
