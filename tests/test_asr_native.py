@@ -411,9 +411,9 @@ def test_seven_bit_activations_give_exact_sums_with_two_k_steps_added_in_int16(
 @needs_native
 @pytest.mark.parametrize("build", ["avx2", "avx2 widened the other way"])
 def test_avx2_takes_a_gelus_outputs_as_seven_bits_with_a_zero_point(build: str, whisper_cache: Path) -> None:
-    """Linear::gelu_input on AVX2 (the encoder's MLP down and second convolution): each row quantized to 0..127 over
-    [min(0, lo), max(0, hi)] with an integer zero point, multiplied on the seven-bit kernel, the zero point's share
-    (z x the weights' row sums) taken off after. Rows spanning exactly 127 integers quantize to themselves, so the
+    """Linear::seven_bit on AVX2 (the encoder's MLP down, second convolution, attention's queries): each row
+    quantized to 0..127 over [min(0, lo), max(0, hi)] with an integer zero point, multiplied on the seven-bit
+    kernel, the zero point's share (z x the weights' row sums) taken off after. Rows spanning exactly 127 integers quantize to themselves, so the
     output is the integer sum itself. On a GELU's outputs (>= -0.17) the error stays within 15 % of what 8-bit
     symmetric activations give, whose negative half a GELU leaves nearly unused: 1.12x on these rows (small ones,
     where the step (hi + 0.17) / 127 against hi / 127 shows most). Built on any AVX2 or AVX-512 CPU."""
@@ -426,9 +426,10 @@ def test_avx2_takes_a_gelus_outputs_as_seven_bits_with_a_zero_point(build: str, 
     rng = np.random.default_rng(4)
     w, _ = quantize_rows(rng.standard_t(3, (n, k)).astype(np.float32), pair_bound=True)
 
-    def product(x: np.ndarray, gelu: bool) -> np.ndarray:
+    def product(x: np.ndarray, seven_bit: bool) -> np.ndarray:
         y = np.full((m, n), np.nan, np.float32)
-        lib.product_of(ptr(np.ascontiguousarray(w)), n, k, ptr(np.ascontiguousarray(x, np.float32)), m, ptr(y), gelu)
+        x = np.ascontiguousarray(x, np.float32)
+        lib.product_of(ptr(np.ascontiguousarray(w)), n, k, ptr(x), m, ptr(y), seven_bit)
         return y
 
     zeros = rng.integers(0, 128, m)  # each row's zero point: its values run -z .. 127 - z

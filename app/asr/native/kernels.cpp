@@ -26,14 +26,14 @@ int set_amx(int on) {
 void pack(const int8_t* w, int n, int k, int8_t* out, int32_t* comp) { pack_weights(w, n, k, out, comp); }
 
 // For the tests: y[m][n] = x[m][k] x w^T (w: n x k int8, row-major; every weight scale 1, no bias) through linear(),
-// x taken as a GELU's outputs where gelu_input is 1 (Linear::gelu_input: seven bits with a zero point on AVX2).
-void product_of(const int8_t* w, int n, int k, const float* x, int m, float* y, int gelu_input) {
+// with seven-bit activations where seven_bit is 1 (Linear::seven_bit: seven bits with a zero point on AVX2).
+void product_of(const int8_t* w, int n, int k, const float* x, int m, float* y, int seven_bit) {
   std::vector<int8_t, CacheAligned<int8_t>> packed((size_t)(n + 15) / 16 * 16 * k);
   std::vector<int32_t> comp(n);
   std::vector<float> scale(n, 1.f);
   pack_weights(w, n, k, packed.data(), comp.data());
   Linear L;
-  L.w = packed.data(), L.comp = comp.data(), L.scale = scale.data(), L.k = k, L.n = n, L.gelu_input = gelu_input != 0;
+  L.w = packed.data(), L.comp = comp.data(), L.scale = scale.data(), L.k = k, L.n = n, L.seven_bit = seven_bit != 0;
   linear(L, x, m, y);
 }
 

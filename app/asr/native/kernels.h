@@ -191,12 +191,14 @@ struct Linear {
   const float* scale = nullptr;   // per output row
   const float* bias = nullptr;    // or null
   int k = 0, n = 0;
-  // Its input is a GELU's output (the encoder's MLP's second layer and second convolution), never below -0.17: on
-  // AVX2, linear() quantizes it to seven bits with a zero point (quantize_seven_bit) for the seven-bit kernel.
-  // AVX-512 ignores it (vpdpbusd gains nothing from it; its 8-bit symmetric activations are kept). Not set in the
-  // decoder, whose MLP is ~1 % of a transcription: there both families stay the same integer arithmetic, which
+  // On AVX2, linear() quantizes its input to seven bits with a zero point per row (quantize_seven_bit) for the
+  // seven-bit kernel (a quarter fewer multiplies). Set where that costs no precision (encoder.cpp): a GELU's
+  // outputs (>= -0.17, so 8-bit symmetric left their negative half nearly unused) and attention's queries (the
+  // features came out closer to float32 with it: a zero point follows a row's offset). AVX-512 ignores it
+  // (vpdpbusd gains nothing; its 8-bit symmetric activations are kept). Not set in the decoder, whose MLP is ~1 %
+  // of a transcription: there both families stay the same integer arithmetic, which
   // test_the_avx512_and_avx2_kernels_compute_the_same_steps holds them to.
-  bool gelu_input = false;
+  bool seven_bit = false;
 };
 
 // The activations of a product, quantized per row; one set per thread (several decoding workers call in at once).
@@ -290,8 +292,8 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
 // Zen 1's other vector pipes, instead of a vpmaddwd (on its one multiplier) and an add: 1.15-1.21x the products
 // there (scripts/kernel_bench.cpp), 1.07-1.11x a whole transcription (docs/benchmarks.md).
 //
-// kSevenBit: activations in 0..127 (attention's probabilities with no offset; a GELU's outputs with a zero point
-// per row, row_zero: quantize_seven_bit). A pair's sum is then at most 127 x 128 = 16,256 in magnitude for any
+// kSevenBit: activations in 0..127 (attention's probabilities with no offset; others with a zero point per row,
+// row_zero: quantize_seven_bit). A pair's sum is then at most 127 x 128 = 16,256 in magnitude for any
 // weights the AVX2 kernels are given (pair-bounded or 7-bit: same-sign neighbours sum to at most 128, and a pair
 // of opposite signs is at most 127 x 127), so the pair sums of two k steps add up in int16 exactly (<= 32,512)
 // before one widening: a quarter fewer multiplies, 1.23-1.25x the product (scripts/kernel_bench.cpp). The weights
@@ -449,10 +451,10 @@ inline void quantize_activations(const float* in, int m, int k, Act* xq, float* 
 }
 
 #ifndef PODBRIEF_AVX512
-// in[m][k] (a GELU's outputs) -> xq in 0..127 with row_scale s and row_zero z per row: in ~= s * (xq - z), over
-// [min(0, lo), max(0, hi)] (zero lands on an integer, z). A GELU's outputs are >= -0.17, so 8-bit symmetric
-// activations left their negative half nearly unused: the seven bits here have about the same step
-// ((hi + 0.17) / 127 against hi / 127), and the seven-bit kernel (linear_rows) then needs a quarter fewer multiplies.
+// in[m][k] -> xq in 0..127 with row_scale s and row_zero z per row: in ~= s * (xq - z), over [min(0, lo),
+// max(0, hi)] (zero lands on an integer, z). For a GELU's outputs (>= -0.17), whose negative half 8-bit symmetric
+// activations left nearly unused, the step is about the same ((hi + 0.17) / 127 against hi / 127), and the
+// seven-bit kernel (linear_rows) then needs a quarter fewer multiplies (Linear::seven_bit says where).
 inline void quantize_seven_bit(const float* in, int m, int k, Act* xq, float* row_scale, int32_t* row_zero) {
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7), top = _mm256_set1_epi8(127);
   for (int i = 0; i < m; ++i) {
@@ -662,14 +664,14 @@ void parallel(int threads, int n, F&& f) {
 }
 
 // y[m][n] = in[m][k] x W^T + bias (GELU after, with `gelu_after`), activations quantized per row to int8 (scale
-// amax / 127; on AVX2 a GELU's outputs to seven bits with a zero point, L.gelu_input) by the calling thread, output
-// blocks shared among `threads`.
+// amax / 127; on AVX2 to seven bits with a zero point where L.seven_bit) by the calling thread, output blocks shared
+// among `threads`.
 inline void linear(const Linear& L, const float* in, int m, float* y, int threads = 1, bool gelu_after = false) {
   Activations& A = activations;
   grow(A.row_scale, (size_t)m);
   grow(A.xq, padded_rows(m) * L.k);
 #ifndef PODBRIEF_AVX512
-  const bool seven_bit = L.gelu_input && L.k % (2 * kPairs) == 0;
+  const bool seven_bit = L.seven_bit && L.k % (2 * kPairs) == 0;
 #else
   const bool seven_bit = false;
 #endif
