@@ -413,10 +413,11 @@ def test_seven_bit_activations_give_exact_sums_with_two_k_steps_added_in_int16(
 def test_avx2_takes_a_gelus_outputs_as_seven_bits_with_a_zero_point(build: str, whisper_cache: Path) -> None:
     """Linear::seven_bit on AVX2 (the encoder's MLP down, second convolution, attention's queries): each row
     quantized to 0..127 over [min(0, lo), max(0, hi)] with an integer zero point, multiplied on the seven-bit
-    kernel, the zero point's share (z x the weights' row sums) taken off after. Rows spanning exactly 127 integers quantize to themselves, so the
-    output is the integer sum itself. On a GELU's outputs (>= -0.17) the error stays within 15 % of what 8-bit
-    symmetric activations give, whose negative half a GELU leaves nearly unused: 1.12x on these rows (small ones,
-    where the step (hi + 0.17) / 127 against hi / 127 shows most). Built on any AVX2 or AVX-512 CPU."""
+    kernel, the zero point's share (z x the weights' row sums) taken off after. Rows spanning exactly 127 integers
+    quantize to themselves, so the output is the integer sum itself. On a GELU's outputs (>= -0.17) the error stays
+    within 15 % of what 8-bit symmetric activations give, whose negative half a GELU leaves nearly unused: 1.12x on
+    these rows (small ones, where the step (hi + 0.17) / 127 against hi / 127 shows most). Built on any AVX2 or
+    AVX-512 CPU."""
     from app.asr.native.model import ptr, quantize_rows
 
     ours = library.load(whisper_cache)
