@@ -2,7 +2,8 @@
 encoder (encoder.cpp), on the int8 kernels both share (kernels.h): AVX-512 VNNI (vpdpbusd) where the CPU has it,
 with AMX tiles (tdpbusd) on top where it has those, else AVX2 (Zen 3, Haswell and later Intel: vpmaddubsw, on
 linear layers' weights quantized so no pair of products saturates and on 7-bit keys and values in the encoder's
-attention).
+attention; where the activations are seven bits, 0..127 (attention's probabilities and queries, a GELU's outputs),
+two k steps' pair sums share an int16 before widening).
 
 On the CPUs measured (docs/benchmarks.md) the decoder was over half of CPU transcription time, and CTranslate2's
 beam-2 step is 2.0-4.3x slower than this one (AVX-512 on a Zen 4, AVX2 on a Zen 3): oneDNN repacks the int8
