@@ -33,24 +33,29 @@ __attribute__((noinline)) double per_instruction(V a, V b, Op op) {
 }
 
 // GMAC/s of linear() for m x k activations times an n x k weight matrix (weights within AVX2's pair bound).
-double product_rate(int m, int k, int n) {
+// seven_bit: Linear::seven_bit (on AVX2, activations to seven bits with a zero point: the encoder's MLP down, second
+// convolution and attention's scores; AVX-512 ignores it). Weights 64-byte aligned, as the library's are. `block`:
+// rows per linear() call (attention's scores go kQueryBlock rows at a time; a k = 64 product over 1,500 rows at
+// once reads its activations from L2 and runs slower, the seven-bit one more so).
+double product_rate(int m, int k, int n, bool seven_bit = false, int block = 0) {
   std::mt19937 g(1);
   std::uniform_int_distribution<int> weight(-63, 63);
   std::vector<int8_t> w((size_t)n * k);
   for (auto& v : w) v = (int8_t)weight(g);
-  std::vector<int8_t> packed((size_t)(n + 15) / 16 * 16 * k);
+  std::vector<int8_t, CacheAligned<int8_t>> packed((size_t)(n + 15) / 16 * 16 * k);
   std::vector<int32_t> comp(n);
   std::vector<float> scale(n, 1.f), x((size_t)m * k), y((size_t)m * n);
   pack_weights(w.data(), n, k, packed.data(), comp.data());
   Linear L;
-  L.w = packed.data(), L.comp = comp.data(), L.scale = scale.data(), L.k = k, L.n = n;
+  L.w = packed.data(), L.comp = comp.data(), L.scale = scale.data(), L.k = k, L.n = n, L.seven_bit = seven_bit;
   std::normal_distribution<float> normal;
   for (auto& v : x) v = normal(g);
   linear(L, x.data(), m, y.data());  // warm: buffers allocated, weights in cache
   double best = 1e30;
+  block = block > 0 ? block : m;
   for (int r = 0; r < 5; ++r) {
     const double t = now();
-    linear(L, x.data(), m, y.data());
+    for (int i0 = 0; i0 < m; i0 += block) linear(L, x.data() + (size_t)i0 * k, std::min(block, m - i0), y.data());
     best = std::min(best, now() - t);
   }
   return (double)m * k * n / best / 1e9;
@@ -98,6 +103,10 @@ int main() {
   // The encoder's linear layers at a 30 s window (1,500 frames: width 384, MLP 1,536) and attention's scores.
   std::printf(" \"gmac_per_s\": {\"1500x384x1536\": %.1f, \"1500x1536x384\": %.1f, \"1500x64x1500\": %.1f,\n",
               product_rate(1500, 384, 1536), product_rate(1500, 1536, 384), product_rate(1500, 64, 1500));
+  std::printf("  \"1500x1536x384_seven_bit\": %.1f, \"scores_1500x64x1504_8bit\": %.1f, "
+              "\"scores_1500x64x1504_seven_bit\": %.1f,\n",
+              product_rate(1500, 1536, 384, true), product_rate(1500, 64, 1504, false, 30),
+              product_rate(1500, 64, 1504, true, 30));
   std::printf("  \"probabilities_1500x1504x64_offset\": %.1f, \"probabilities_1500x1504x64_seven_bit\": %.1f}}\n",
               probabilities_rate<false>(), probabilities_rate<true>());
 }
