@@ -29,3 +29,16 @@ def other_family(kernels: str) -> list[str]:
     """Options for the kernel family this CPU does not build (`kernels`: what it builds, "avx512-vnni" or "avx2"):
     the AVX2 kernels with -mno-avx512f on an AVX-512 CPU, the emulated AVX-512 ones on any other."""
     return ["-mno-avx512f"] if kernels == "avx512-vnni" else EMULATION
+
+
+# The builds the exact-sum tests run, by name: this CPU's own, the other kernel family, AVX2 widened the other way.
+FAMILIES = ["this cpu's", "the other", "avx2 widened the other way"]
+
+
+def family_build(lib: Any, family: str) -> list[str] | None:
+    """Options for one of FAMILIES next to `lib` (this CPU's library): None for this CPU's own build."""
+    return {
+        "this cpu's": None,
+        "the other": other_family(lib.kernels().decode()),
+        "avx2 widened the other way": other_widening(lib),
+    }[family]

@@ -22,7 +22,7 @@ from app.asr.hygiene import clean_segments
 from app.asr.native import generate, library
 from app.asr.weights import openai_checkpoint
 from app.asr.wer import corpus_wer, find_reference, wer
-from tests.native_builds import EMULATION, avx2_default, other_family, other_widening
+from tests.native_builds import EMULATION, FAMILIES, avx2_default, family_build, other_widening
 
 SPEECH = Path(__file__).parent / "data" / "speech"
 CLIPS = ["jfk.mp3", "sense_and_sensibility_01_austen_64kb-0880.wav", "sense_and_sensibility_01_austen_64kb-0930.wav"]
@@ -308,7 +308,7 @@ def test_the_avx512_and_avx2_kernels_compute_the_same_steps(
 
 
 @needs_native
-@pytest.mark.parametrize("family", ["this cpu's", "the other", "avx2 widened the other way"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_int8_products_are_exact_integer_sums_for_the_weights_each_family_is_given(
     family: str, whisper_cache: Path
 ) -> None:
@@ -320,11 +320,7 @@ def test_int8_products_are_exact_integer_sums_for_the_weights_each_family_is_giv
     from app.asr.native.model import ptr, quantize_rows
 
     ours = library.load(whisper_cache)
-    other = {
-        "this cpu's": None,
-        "the other": other_family(ours.kernels().decode()),
-        "avx2 widened the other way": other_widening(ours),
-    }[family]
+    other = family_build(ours, family)
     lib = ours if other is None else library.load(whisper_cache, extra=other)
     avx2 = lib.kernels() == b"avx2"
     if family == "avx2 widened the other way":
@@ -364,7 +360,7 @@ def test_int8_products_are_exact_integer_sums_for_the_weights_each_family_is_giv
 
 
 @needs_native
-@pytest.mark.parametrize("family", ["this cpu's", "the other", "avx2 widened the other way"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_seven_bit_activations_give_exact_sums_with_two_k_steps_added_in_int16(
     family: str, whisper_cache: Path
 ) -> None:
@@ -376,11 +372,7 @@ def test_seven_bit_activations_give_exact_sums_with_two_k_steps_added_in_int16(
     from app.asr.native.model import ptr, quantize_rows
 
     ours = library.load(whisper_cache)
-    extra = {
-        "this cpu's": None,
-        "the other": other_family(ours.kernels().decode()),
-        "avx2 widened the other way": other_widening(ours),
-    }[family]
+    extra = family_build(ours, family)
     lib = ours if extra is None else library.load(whisper_cache, extra=extra)
     m, k, n = 7, 1504, 40  # k as attention's padded frames (a multiple of 8 and 16); rows and outputs with remainders
     rng = np.random.default_rng(3)
