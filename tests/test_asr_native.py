@@ -393,11 +393,22 @@ def test_seven_bit_activations_give_exact_sums_with_two_k_steps_added_in_int16(
     edge = np.tile(np.array([[64, 64, 64, 64, -64, -64, -64, -64, 127, -127, 1, 127]], np.int8), (n, k // 12 + 1))
     top = np.full((m, k), 127, np.uint8)  # every activation at its largest
     spread = rng.integers(0, 128, (m, k)).astype(np.uint8)
+    # As attention's probabilities: zero in blocks, which the product skips where all of a group of rows are
+    # (linear_blocks_nonzero; groups of 3, 6 or 8 rows by family). Also a block nonzero in one row only, in its
+    # first or last column only, runs of zero blocks next to each other, a row of zeros, and every row nearly zero.
+    blocky = spread.copy()
+    blocky.reshape(m, k // 16, 16)[rng.random((m, k // 16)) < 0.7] = 0
+    blocky[:, 320:640] = 0
+    blocky[m - 1, 400], blocky[0, 480], blocky[3, 575] = 5, 127, 1
+    blocky[2] = 0
+    sparse = np.zeros((m, k), np.uint8)
+    sparse[1, 17], sparse[m - 1, k - 1] = 127, 3
     for name, w in (("7-bit values", values), ("pair-bounded", bounded), ("edge", edge[:, :k])):
-        for x in (top, spread):
+        for x in (top, spread, blocky):
             got = product(w, x)
             assert np.abs(got).max() > 30_000  # sums far past int16: widened, not wrapped
             np.testing.assert_array_equal(got, want(w, x), err_msg=name)
+        np.testing.assert_array_equal(product(w, sparse), want(w, sparse), err_msg=f"{name}, nearly all zeros")
 
 
 @needs_native

@@ -287,7 +287,7 @@ void attention_head(const Encoder& E, const float* qkv, int T, int hh, float* at
       std::fill(p + T, p + Tp, (Act)0);
       inv_sum[i] = 1.f / sum;
     }
-    linear_blocks<true>(VL, S.probs.data(), prob_scale, rows, S.pv.data(), 0, hd);  // [rows][hd]
+    linear_blocks_nonzero(VL, S.probs.data(), prob_scale, rows, S.pv.data());  // [rows][hd], zero blocks skipped
     for (int i = 0; i < rows; ++i) {
       float* o = att + (size_t)(i0 + i) * d + hh * hd;
       for (int e = 0; e < hd; ++e) o[e] = S.pv[(size_t)i * hd + e] * inv_sum[i];

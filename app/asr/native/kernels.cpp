@@ -40,7 +40,8 @@ void product_of(const int8_t* w, int n, int k, const float* x, int m, float* y, 
 void product(const int8_t* w, int n, int k, const float* x, int m, float* y) { product_of(w, n, k, x, m, y, 0); }
 
 // For the tests: y[m][n] = x[m][k] x w^T for activations x already in 0..127 (uint8, no offset: the seven-bit
-// activations of linear_blocks<true>, as attention's probabilities), k a multiple of 8, every scale 1.
+// activations of linear_blocks<true>, as attention's probabilities), k a multiple of 16, every scale 1; as the
+// encoder multiplies its probabilities, each group of rows' columns of zeros skipped (linear_blocks_nonzero).
 void product_seven_bit(const int8_t* w, int n, int k, const uint8_t* x, int m, float* y) {
   std::vector<int8_t, CacheAligned<int8_t>> packed((size_t)(n + 15) / 16 * 16 * k);
   std::vector<int32_t> comp(n);
@@ -51,7 +52,7 @@ void product_seven_bit(const int8_t* w, int n, int k, const uint8_t* x, int m, f
   std::fill(comp.begin(), comp.end(), 0);  // no offset to take off
   Linear L;
   L.w = packed.data(), L.comp = comp.data(), L.scale = scale.data(), L.k = k, L.n = n;
-  linear_blocks<true>(L, xq.data(), row_scale.data(), m, y, 0, n);
+  linear_blocks_nonzero(L, xq.data(), row_scale.data(), m, y);
 }
 
 }  // extern "C"

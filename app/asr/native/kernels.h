@@ -201,6 +201,12 @@ struct Linear {
   bool seven_bit = false;
 };
 
+// A run [lo, hi) of a product's k (activations' columns): linear_rows sums over the runs it is given, and a group of
+// rows whose activations are zero outside some runs (attention's probabilities: nonzero_runs) is given only those.
+struct KRun {
+  int lo, hi;
+};
+
 // The activations of a product, quantized per row; one set per thread (several decoding workers call in at once).
 // Hot loops use raw pointers taken once (a thread_local touched inside a loop goes through __tls_get_addr at every
 // access: 2.5x slower).
@@ -248,22 +254,27 @@ template <int MB, bool kSevenBit = false>
 // noinline: a function of its own keeps its accumulators in registers; inlined into a caller with live values of
 // its own (linear()'s parallel lambda) the AVX2 one spilled them, and a step ran 15 % slower.
 __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y,
-                                           [[maybe_unused]] const int32_t* row_zero = nullptr) {
+                                           [[maybe_unused]] const int32_t* row_zero = nullptr,
+                                           const KRun* runs = nullptr, int n_runs = 0) {
   assert(row_zero == nullptr);
   const int k = L.k, n = L.n;
   __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
   const int8_t* wb = L.w + (size_t)ob * k;
-  for (int j = 0; j < k; j += 4) {
-    const __m512i wv = _mm512_loadu_si512((const void*)(wb + (size_t)j * 16));
+  const KRun whole{0, k};
+  if (runs == nullptr) runs = &whole, n_runs = 1;
+  for (int r = 0; r < n_runs; ++r) {
+    for (int j = runs[r].lo; j < runs[r].hi; j += 4) {
+      const __m512i wv = _mm512_loadu_si512((const void*)(wb + (size_t)j * 16));
 #define PODBRIEF_ROW(I)                                                 \
   if constexpr (MB > I) {                                               \
     int32_t quad;                                                       \
     std::memcpy(&quad, xq + (size_t)I * k + j, 4);                      \
     a##I = _mm512_dpbusd_epi32(a##I, _mm512_set1_epi32(quad), wv);      \
   }
-    PODBRIEF_ROW(0) PODBRIEF_ROW(1) PODBRIEF_ROW(2) PODBRIEF_ROW(3)
-    PODBRIEF_ROW(4) PODBRIEF_ROW(5) PODBRIEF_ROW(6) PODBRIEF_ROW(7)
+      PODBRIEF_ROW(0) PODBRIEF_ROW(1) PODBRIEF_ROW(2) PODBRIEF_ROW(3)
+      PODBRIEF_ROW(4) PODBRIEF_ROW(5) PODBRIEF_ROW(6) PODBRIEF_ROW(7)
 #undef PODBRIEF_ROW
+    }
   }
   const __m512i acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
   const int rem = std::min(16, n - ob);
@@ -304,7 +315,8 @@ template <int MB, bool kSevenBit = false>
 // noinline: a function of its own keeps its accumulators in registers; inlined into a caller with live values of
 // its own (linear()'s parallel lambda) the AVX2 one spilled them, and a step ran 15 % slower.
 __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y,
-                                           const int32_t* row_zero = nullptr) {
+                                           const int32_t* row_zero = nullptr, const KRun* runs = nullptr,
+                                           int n_runs = 0) {
   static_assert(MB <= kRows);
   const int k = L.k, n = L.n;
   __m256i l0 = _mm256_setzero_si256(), h0 = l0, l1 = l0, h1 = l0, l2 = l0, h2 = l0, l3 = l0, h3 = l0, l4 = l0,
@@ -314,15 +326,20 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
           bl5 = l0, bh5 = l0;
   const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi32(0x8000);
   const int8_t* wb = L.w + (size_t)ob * k;
-  constexpr int kStep = kSevenBit ? 2 * kPairs : kPairs;  // k values a widening (k is a multiple of it)
-  for (int j = 0; j < k; j += kStep) {
-    const __m256i wl = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16));
-    const __m256i wh = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16 + 32));
-    __m256i wl2 = wl, wh2 = wh;  // the next k step's, with kSevenBit
-    if constexpr (kSevenBit) {
-      wl2 = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16 + 64));
-      wh2 = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16 + 96));
-    }
+  constexpr int kStep = kSevenBit ? 2 * kPairs : kPairs;  // k values a widening (runs are multiples of it)
+  const KRun whole{0, k};
+  if (runs == nullptr) runs = &whole, n_runs = 1;
+  int widenings = 0;
+  for (int r = 0; r < n_runs; ++r) {
+    widenings += (runs[r].hi - runs[r].lo) / kStep;
+    for (int j = runs[r].lo; j < runs[r].hi; j += kStep) {
+      const __m256i wl = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16));
+      const __m256i wh = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16 + 32));
+      __m256i wl2 = wl, wh2 = wh;  // the next k step's, with kSevenBit
+      if constexpr (kSevenBit) {
+        wl2 = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16 + 64));
+        wh2 = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16 + 96));
+      }
 #define PODBRIEF_ROW(I)                                                                      \
   if constexpr (MB > I) {                                                                    \
     int32_t quad;                                                                            \
@@ -345,13 +362,14 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
       h##I = _mm256_add_epi32(h##I, _mm256_madd_epi16(ph, ones));                            \
     }                                                                                        \
   }
-    PODBRIEF_ROW(0) PODBRIEF_ROW(1) PODBRIEF_ROW(2) PODBRIEF_ROW(3) PODBRIEF_ROW(4) PODBRIEF_ROW(5)
+      PODBRIEF_ROW(0) PODBRIEF_ROW(1) PODBRIEF_ROW(2) PODBRIEF_ROW(3) PODBRIEF_ROW(4) PODBRIEF_ROW(5)
 #undef PODBRIEF_ROW
+    }
   }
   __m256i acc[6][2] = {{l0, h0}, {l1, h1}, {l2, h2}, {l3, h3}, {l4, h4}, {l5, h5}};
   if constexpr (kWidenByShifts) {
     const __m256i b[6][2] = {{bl0, bh0}, {bl1, bh1}, {bl2, bh2}, {bl3, bh3}, {bl4, bh4}, {bl5, bh5}};
-    const __m256i steps = _mm256_set1_epi32((int32_t)(32768u * (uint32_t)(k / kStep)));  // widenings
+    const __m256i steps = _mm256_set1_epi32((int32_t)(32768u * (uint32_t)widenings));
     for (int i = 0; i < MB; ++i)
       for (int half = 0; half < 2; ++half) {
         const __m256i bb = b[i][half];  // 65535 B = 65536 B - B
@@ -401,12 +419,12 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
 // linear_rows<mb> for a group of mb <= MB rows: the row count must be a template argument (registers).
 template <int MB, bool kSevenBit = false>
 inline void linear_group(const Linear& L, const Act* xq, const float* row_scale, int ob, float* y, int mb,
-                         const int32_t* row_zero = nullptr) {
+                         const int32_t* row_zero = nullptr, const KRun* runs = nullptr, int n_runs = 0) {
   if constexpr (MB > 0) {
     if (mb == MB)
-      linear_rows<MB, kSevenBit>(L, xq, row_scale, ob, y, row_zero);
+      linear_rows<MB, kSevenBit>(L, xq, row_scale, ob, y, row_zero, runs, n_runs);
     else
-      linear_group<MB - 1, kSevenBit>(L, xq, row_scale, ob, y, mb, row_zero);
+      linear_group<MB - 1, kSevenBit>(L, xq, row_scale, ob, y, mb, row_zero, runs, n_runs);
   }
 }
 
@@ -637,6 +655,59 @@ struct CacheAligned {
 template <class T>
 void grow(std::vector<T>& v, size_t n) {
   if (v.size() < n) v.resize(n);
+}
+
+// Columns a test for zeros covers (nonzero_runs): a multiple of every kernel's k step (AVX2's seven-bit 8).
+constexpr int kZeroBlock = 16;
+
+// The runs of columns, in blocks of kZeroBlock, where any of `rows` rows of xq (k columns, a multiple of the block)
+// has a nonzero activation; returns how many (at most k / kZeroBlock / 2 + 1).
+inline int nonzero_runs(const Act* xq, int rows, int k, KRun* runs) {
+  int n = 0;
+  for (int j = 0; j < k; j += kZeroBlock) {
+    __m128i any = _mm_setzero_si128();
+    for (int i = 0; i < rows; ++i) any = _mm_or_si128(any, _mm_loadu_si128((const __m128i*)(xq + (size_t)i * k + j)));
+    if (_mm_testz_si128(any, any)) continue;
+    if (n > 0 && runs[n - 1].hi == j)
+      runs[n - 1].hi = j + kZeroBlock;
+    else
+      runs[n++] = KRun{j, j + kZeroBlock};
+  }
+  return n;
+}
+
+// linear_blocks<true> (all outputs) for activations that are mostly zero in blocks: each group of rows is summed
+// only over the columns where one of them is not zero. The same integer sums, since a zero activation adds nothing
+// whatever the encoding's offset (that is taken off from comp and row_zero, not from the columns visited), so the
+// same bits. For attention's probabilities: quantized to 0..127 against each row's largest, most are 0 (a score
+// 5.5 below the row's best), and in the encoder's heads, most of them local, 57 % of the blocks of 16 frames x 6
+// query rows are zero for all six (8 windows of dev speech, openai-whisper's float32 encoder). AMX tiles take the
+// whole product (linear_blocks).
+inline void linear_blocks_nonzero(const Linear& L, const Act* xq, const float* row_scale, int m, float* y) {
+  const int k = L.k, n = L.n;
+  assert(k % kZeroBlock == 0);
+#ifdef PODBRIEF_AMX
+  if (k % 64 == 0 && m >= 16 && amx_active()) return linear_blocks<true>(L, xq, row_scale, m, y, 0, n);
+#endif
+  thread_local std::vector<KRun> run_store;
+  thread_local std::vector<int> count_store;
+  const int groups = (m + kRows - 1) / kRows, most = k / kZeroBlock / 2 + 1;
+  grow(run_store, (size_t)groups * most), grow(count_store, (size_t)groups);
+  KRun* runs = run_store.data();
+  int* count = count_store.data();
+  for (int g = 0; g < groups; ++g)
+    count[g] = nonzero_runs(xq + (size_t)g * kRows * k, std::min(kRows, m - g * kRows), k, runs + (size_t)g * most);
+  // As linear_blocks: a block of outputs' weights stays in L1 while the groups of rows in a tile pass over it.
+  const int tile = std::max(kRows, (int)(96 * 1024 / k) / kRows * kRows);
+  for (int t0 = 0; t0 < m; t0 += tile) {
+    const int t1 = std::min(m, t0 + tile);
+    for (int ob = 0; ob < n; ob += 16)
+      for (int i0 = t0; i0 < t1; i0 += kRows) {
+        const int g = i0 / kRows;
+        linear_group<kRows, true>(L, xq + (size_t)i0 * k, row_scale + i0, ob, y + (size_t)i0 * n,
+                                  std::min(kRows, t1 - i0), nullptr, runs + (size_t)g * most, count[g]);
+      }
+  }
 }
 
 // f(begin, end) over [0, n) on `threads` threads: the calling thread and the process's helper threads
