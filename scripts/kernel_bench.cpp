@@ -1,6 +1,7 @@
 // The native library's int8 product (kernels.h linear()) on the encoder's shapes, one thread, attention's
-// probabilities x values product with uint8 (offset) and seven-bit activations, and the throughput of the
-// instructions they are built from: what to run first on a new kind of CPU (docs/benchmarks.md). JSON out.
+// probabilities x values product with uint8 (offset) and seven-bit activations, dense and mostly zero (skipped
+// blocks, linear_blocks_nonzero), and the throughput of the instructions they are built from: what to run first
+// on a new kind of CPU (docs/benchmarks.md). JSON out.
 //   g++ -O3 -march=native -ffast-math -std=c++17 scripts/kernel_bench.cpp -o /tmp/kernel_bench -lmvec -lpthread
 //   /tmp/kernel_bench
 // Add -DPODBRIEF_WIDEN_BY_SHIFTS=0 or =1 to build the AVX2 kernel either way (kernels.h), -mno-avx512f for AVX2 on
