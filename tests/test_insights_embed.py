@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from sqlalchemy import select
@@ -51,3 +53,36 @@ def test_embed_episode_stores_vectors_once(session) -> None:
     before = [r.embedding for r in rows]
     assert embeddings.embed_episode(session, ep.id) == len(TEXTS)  # idempotent
     assert [r.embedding for r in rows] == before
+
+
+@pytest.mark.slow
+def test_workers_exporting_at_once_on_a_fresh_machine_each_get_the_int8_model(tmp_path, model_cache) -> None:
+    """Two Celery workers embedding at once on a fresh machine both export the ONNX model. onnxruntime's quantiser
+    writes a fixed-name file next to its input (<fp32>-inferred.onnx), so two at once read each other's half-written
+    file: one failed ("Wire format was corrupt" in `make run`) and ran on torch, 3x slower, for the rest of its life.
+    Each worker here is its own process, as Celery's are; the fp32 export is there already, so they race in the
+    quantiser, where the collision was (checked: without the lock one of them fails)."""
+    import subprocess
+    import sys
+
+    from app.ml.onnx_backend import EXPORT_VERSION, export
+
+    model = encoder._bundled_model_path()
+    assert model is not None
+    fp32 = export(model, model_cache / "all-MiniLM-L6-v2", quantize=False)
+    fresh = tmp_path / "models"
+    fresh.mkdir()
+    shutil.copy(fp32, fresh / fp32.name)
+    script = (
+        "import sys; from pathlib import Path; from app.ml.encoder import _bundled_model_path; "
+        "from app.ml.onnx_backend import OnnxEncoder, export; "
+        "p = export(_bundled_model_path(), Path(sys.argv[1])); OnnxEncoder(_bundled_model_path(), p); print(p)"
+    )
+    command = [sys.executable, "-c", script, str(fresh)]
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [w.communicate(timeout=300) for w in workers]
+    for worker, (out, err) in zip(workers, results, strict=True):
+        assert worker.returncode == 0, err[-2000:]
+        assert out.strip() == str(fresh / f"encoder-v{EXPORT_VERSION}-int8.onnx")
+    left = sorted(p.name for p in fresh.iterdir() if not p.name.startswith("."))
+    assert left == [f"encoder-v{EXPORT_VERSION}-fp32.onnx", f"encoder-v{EXPORT_VERSION}-int8.onnx"]

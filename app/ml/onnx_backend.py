@@ -5,15 +5,21 @@ Why: plain torch `encode` does ~170 passages/s on 2 cores; sentence-transformers
 model is a BERT encoder + mean pooling + L2 normalisation, so we export the encoder with `torch.onnx`, quantise
 its weights with onnxruntime's dynamic int8 quantiser, and do tokenisation (HF `tokenizers`) and pooling here.
 
-The export runs once per model and is cached under settings.var_dir/models/ (written to a temp file and
-renamed, so two workers racing on a fresh machine both end up with a whole file).
+The export runs once per model and is cached under settings.var_dir/models/: one process at a time (a lock
+file beside it; the others wait and take the result), each file written to a temp file and renamed. Not only
+for a whole file: onnxruntime's quantiser writes an intermediate with a fixed name next to its input
+(<fp32>-inferred.onnx), so two workers quantising at once on a fresh machine read each other's half-written one;
+in `make run` one of them failed ("Wire format was corrupt") and embedded on torch, 3x slower, from then on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +28,24 @@ import numpy as np
 EXPORT_VERSION = "2"  # bump when the export recipe changes so stale caches are not reused
 
 
-def _atomic_path(dest: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
+@contextlib.contextmanager
+def _atomic_path(dest: Path) -> Iterator[Path]:
+    """A temp file beside `dest` to write to, renamed to `dest` when the block ends without an error (else removed)."""
+    fd, name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
     os.close(fd)
-    return Path(tmp)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _one_process_at_a_time(lock: Path) -> Iterator[None]:
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed, or the process dies
+        yield
 
 
 def export(model_dir: Path, cache_dir: Path, *, quantize: bool = True) -> Path:
@@ -35,6 +55,13 @@ def export(model_dir: Path, cache_dir: Path, *, quantize: bool = True) -> Path:
     dest = cache_dir / name
     if dest.exists():
         return dest
+    with _one_process_at_a_time(cache_dir / ".export.lock"):
+        if not dest.exists():  # another process may have made it while this one waited
+            _export(model_dir, cache_dir, dest, quantize)
+    return dest
+
+
+def _export(model_dir: Path, cache_dir: Path, dest: Path, quantize: bool) -> None:
     fp32 = cache_dir / f"encoder-v{EXPORT_VERSION}-fp32.onnx"
     if not fp32.exists():
         import torch
@@ -55,32 +82,29 @@ def export(model_dir: Path, cache_dir: Path, *, quantize: bool = True) -> Path:
 
         ids = torch.ones((2, 16), dtype=torch.long)
         inputs = (ids, torch.ones_like(ids), torch.zeros_like(ids))
-        tmp = _atomic_path(fp32)
-        # The TorchScript exporter (dynamo=False) needs neither onnxscript nor a network.
-        torch.onnx.export(
-            _Encoder(model),
-            inputs,
-            str(tmp),
-            input_names=["input_ids", "attention_mask", "token_type_ids"],
-            output_names=["last_hidden_state"],
-            dynamic_axes={
-                n: {0: "batch", 1: "seq"}
-                for n in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")
-            },
-            opset_version=17,
-            dynamo=False,
-        )
-        os.replace(tmp, fp32)
+        with _atomic_path(fp32) as tmp:
+            # The TorchScript exporter (dynamo=False) needs neither onnxscript nor a network.
+            torch.onnx.export(
+                _Encoder(model),
+                inputs,
+                str(tmp),
+                input_names=["input_ids", "attention_mask", "token_type_ids"],
+                output_names=["last_hidden_state"],
+                dynamic_axes={
+                    n: {0: "batch", 1: "seq"}
+                    for n in ("input_ids", "attention_mask", "token_type_ids", "last_hidden_state")
+                },
+                opset_version=17,
+                dynamo=False,
+            )
     if not quantize:
-        return fp32
+        return
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = _atomic_path(dest)
-    # Per-channel weight scales: per-tensor int8 drifts to cosine ~0.95 against torch on MiniLM, per-channel
-    # stays at ~0.99 (measured on transcript passages), which keeps ranking quality.
-    quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
-    os.replace(tmp, dest)
-    return dest
+    with _atomic_path(dest) as tmp:
+        # Per-channel weight scales: per-tensor int8 drifts to cosine ~0.95 against torch on MiniLM, per-channel
+        # stays at ~0.99 (measured on transcript passages), which keeps ranking quality.
+        quantize_dynamic(str(fp32), str(tmp), weight_type=QuantType.QInt8, per_channel=True)
 
 
 class OnnxEncoder:
