@@ -597,6 +597,10 @@ inline void linear_blocks_amx(const Linear& L, const Act* xq, const float* row_s
 inline bool amx_active() { return false; }
 #endif
 
+// Whether a product of m rows over k goes on AMX tiles (linear_blocks_amx): fewer than 16 rows would leave most of a
+// tile idle (the decoder's steps), and k must fill whole 64-byte tile rows; vpdpbusd does the rest.
+inline bool amx_takes(int k, int m) { return k % 64 == 0 && m >= 16 && amx_active(); }
+
 // Rows a product's activations must have room for: A tiles read whole groups of 16.
 inline size_t padded_rows(int m) { return (size_t)(m + 15) / 16 * 16; }
 
@@ -615,8 +619,7 @@ inline void linear_blocks(const Linear& L, const Act* xq, const float* row_scale
   if constexpr (kSevenBit) assert(k % (2 * kPairs) == 0);
   if constexpr (!kSevenBit) assert(row_zero == nullptr);
 #ifdef PODBRIEF_AMX
-  // Fewer than 16 rows would leave most of a tile idle (the decoder's steps): vpdpbusd does those.
-  if (k % 64 == 0 && m >= 16 && amx_active()) {
+  if (amx_takes(k, m)) {
     assert(row_zero == nullptr);  // AVX-512 builds make no zero points
     return linear_blocks_amx(L, xq, row_scale, m, y, ob0, ob1);
   }
@@ -686,9 +689,7 @@ inline int nonzero_runs(const Act* xq, int rows, int k, KRun* runs) {
 inline void linear_blocks_nonzero(const Linear& L, const Act* xq, const float* row_scale, int m, float* y) {
   const int k = L.k, n = L.n;
   assert(k % kZeroBlock == 0);
-#ifdef PODBRIEF_AMX
-  if (k % 64 == 0 && m >= 16 && amx_active()) return linear_blocks<true>(L, xq, row_scale, m, y, 0, n);
-#endif
+  if (amx_takes(k, m)) return linear_blocks<true>(L, xq, row_scale, m, y, 0, n);
   thread_local std::vector<KRun> run_store;
   thread_local std::vector<int> count_store;
   const int groups = (m + kRows - 1) / kRows, most = k / kZeroBlock / 2 + 1;
