@@ -117,3 +117,42 @@ def test_real_model_ranks_the_matching_insight_first(db_url: str) -> None:
         index.refresh(s)
     q = QueryCache(8).vector("how does rest help memory")
     assert index.search(q, k=1)[0][0] == ids[0]
+
+
+def test_a_request_holding_a_connection_and_a_refresh_needing_one_do_not_deadlock(db_url: str) -> None:
+    """get_insight reads (holding a pooled connection) and then refreshes; a search's refresh starts on a fresh
+    session. With one connection in the pool: if the fresh refresh took the index lock before its connection,
+    each would wait on the other until the pool's timeout."""
+    import threading
+    import time
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    add_episode(db_url, ["sleep improves memory", "rates fell", "coffee and focus"])
+    engine = create_engine(db_url, pool_size=1, max_overflow=0, pool_timeout=3)
+    index = VectorIndex(model="all-MiniLM-L6-v2", refresh_seconds=0)
+    errors: list[BaseException] = []
+
+    def fresh_refresh() -> None:
+        try:
+            with Session(engine) as s:
+                index.refresh(s)
+        except BaseException as e:  # reported by the assertion below
+            errors.append(e)
+
+    try:
+        with Session(engine) as holding:
+            holding.execute(select(1))  # the pool's only connection, as a request's read would hold it
+            other = threading.Thread(target=fresh_refresh)
+            other.start()
+            deadline = time.monotonic() + 1.0  # let the other thread get as far as it can without a connection
+            while time.monotonic() < deadline and not index._lock.locked():
+                time.sleep(0.01)
+            time.sleep(0.1)
+            index.refresh(holding, force=True)
+            assert index.snapshot().size == 3
+        other.join(timeout=10)
+        assert not other.is_alive() and errors == []
+    finally:
+        engine.dispose()

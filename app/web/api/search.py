@@ -127,6 +127,11 @@ class VectorIndex:
         now = time.monotonic()
         if not force and now - self._checked < self.refresh_seconds:
             return
+        # The session's connection first, the lock second. Requests that already hold a pooled connection wait
+        # here for the lock (get_insight reads before it refreshes); if the lock's holder then waited on the
+        # pool for its own connection, a burst of such requests could hold every connection and nothing would
+        # move until the pool's timeout (seen: 60 concurrent GETs against a pool of 15, one run in ~10).
+        session.connection()
         with self._lock:
             if not force and now - self._checked < self.refresh_seconds:
                 return  # another thread refreshed while this one waited
