@@ -5,7 +5,7 @@
 //   g++ -O3 -march=native -ffast-math -std=c++17 scripts/kernel_bench.cpp -o /tmp/kernel_bench -lmvec -lpthread
 //   /tmp/kernel_bench
 // Add -DPODBRIEF_WIDEN_BY_SHIFTS=0 or =1 to build the AVX2 kernel either way (kernels.h), -mno-avx512f for AVX2 on
-// an AVX-512 CPU.
+// an AVX-512 CPU, -mno-avxvnni for the AVX2 kernel without vpdpbusd on a CPU with AVX-VNNI.
 #include <chrono>
 #include <cstdio>
 #include <random>
@@ -111,7 +111,8 @@ double probabilities_rate() {
 int main() {
   const __m256i a = _mm256_set1_epi8(3), b = _mm256_set1_epi8(1);
   const __m256 f = _mm256_set1_ps(0.5f);
-  std::printf("{\"kernels\": \"%s\", \"widen_by_shifts\": %d,\n", kKernels, kWidenByShifts ? 1 : 0);
+  std::printf("{\"kernels\": \"%s\", \"widen_by_shifts\": %d, \"avx_vnni\": %d,\n", kKernels, kWidenByShifts ? 1 : 0,
+              kAvxVnni ? 1 : 0);
   std::printf(" \"ns_per_instruction\": {\"vpmaddubsw_ymm\": %.3f, \"vpmaddwd_ymm\": %.3f, \"vfmadd_ymm\": %.3f},\n",
               per_instruction(a, b, [](__m256i u, __m256i v) { return _mm256_maddubs_epi16(u, v); }),
               per_instruction(a, b, [](__m256i u, __m256i v) { return _mm256_madd_epi16(u, v); }),

@@ -22,7 +22,7 @@ from app.asr.hygiene import clean_segments
 from app.asr.native import generate, library
 from app.asr.weights import openai_checkpoint
 from app.asr.wer import corpus_wer, find_reference, wer
-from tests.native_builds import EMULATION, FAMILIES, avx2_default, family_build, other_widening
+from tests.native_builds import EMULATION, FAMILIES, avx2_default, family_build, other_vnni, other_widening
 
 SPEECH = Path(__file__).parent / "data" / "speech"
 CLIPS = ["jfk.mp3", "sense_and_sensibility_01_austen_64kb-0880.wav", "sense_and_sensibility_01_austen_64kb-0930.wav"]
@@ -316,16 +316,18 @@ def test_int8_products_are_exact_integer_sums_for_the_weights_each_family_is_giv
     the output is the integer sum itself. AVX-512's vpdpbusd is exact for any 8-bit weights. AVX2's vpmaddubsw adds
     neighbouring products into an int16, so it is exact for the weights quantize_rows(pair_bound=True) makes (same-
     sign neighbours summing to at most 128) and saturates on full-range pairs, which is why it is never given them.
-    AVX2 widens those int16 sums to int32 one of two ways (vpmaddwd by ones; shifts on AMD Zen 1): both exact."""
+    AVX2 widens those int16 sums to int32 one of two ways (vpmaddwd by ones; shifts on AMD Zen 1): both exact. With
+    AVX-VNNI the AVX2 kernel multiplies with vpdpbusd instead, exact for any weights (it is given the same ones)."""
     from app.asr.native.model import ptr, quantize_rows
 
     ours = library.load(whisper_cache)
     other = family_build(ours, family)
     lib = ours if other is None else library.load(whisper_cache, extra=other)
     avx2 = lib.kernels() == b"avx2"
-    if family == "avx2 widened the other way":
+    if family in ("avx2 widened the other way", "avx2 multiplied the other way"):
         default = library.load(whisper_cache, extra=avx2_default(ours))
-        assert avx2 and lib.widen_by_shifts() != default.widen_by_shifts()
+        assert avx2 and (lib.widen_by_shifts(), lib.avx_vnni()) != (default.widen_by_shifts(), default.avx_vnni())
+    saturates = avx2 and not lib.avx_vnni()  # vpmaddubsw's int16 pair sums
     m, k, n = 7, 256, 40  # a full group of rows and a remainder; two blocks of 16 outputs and a part
     rng = np.random.default_rng(0)
 
@@ -349,14 +351,14 @@ def test_int8_products_are_exact_integer_sums_for_the_weights_each_family_is_giv
     edge = np.tile(np.array([[64, 64, 127, 1, -64, -64, -1, -127, 127, -127, -127, 127]], np.int8), (n, k // 12 + 1))
     edge = np.ascontiguousarray(edge[:, :k])
     cases = [("bounded", bounded), ("edge", edge)]
-    if not avx2:
+    if not saturates:
         cases.append(("full", rng.integers(-127, 128, (n, k)).astype(np.int8)))
     for name, w in cases:
         for acts in (x, extreme):
             np.testing.assert_array_equal(product(w, acts), want(w, acts), err_msg=name)
     full = np.full((n, k), 127, np.int8)
     saturated = not np.array_equal(product(full, extreme), want(full, extreme))
-    assert saturated == avx2
+    assert saturated == saturates
 
 
 @needs_native
@@ -412,7 +414,7 @@ def test_seven_bit_activations_give_exact_sums_with_two_k_steps_added_in_int16(
 
 
 @needs_native
-@pytest.mark.parametrize("build", ["avx2", "avx2 widened the other way"])
+@pytest.mark.parametrize("build", ["avx2", "avx2 widened the other way", "avx2 multiplied the other way"])
 def test_avx2_takes_a_gelus_outputs_as_seven_bits_with_a_zero_point(build: str, whisper_cache: Path) -> None:
     """Linear::seven_bit on AVX2 (the encoder's MLP down, second convolution, attention's queries): each row
     quantized to 0..127 over [min(0, lo), max(0, hi)] with an integer zero point, multiplied on the seven-bit
@@ -424,7 +426,8 @@ def test_avx2_takes_a_gelus_outputs_as_seven_bits_with_a_zero_point(build: str, 
     from app.asr.native.model import ptr, quantize_rows
 
     ours = library.load(whisper_cache)
-    lib = library.load(whisper_cache, extra=avx2_default(ours) if build == "avx2" else other_widening(ours))
+    options = {"avx2": avx2_default, "avx2 widened the other way": other_widening}.get(build, other_vnni)
+    lib = library.load(whisper_cache, extra=options(ours))
     assert lib.kernels() == b"avx2"
     m, k, n = 7, 1152, 40  # k as the second convolution's (384 x 3); a row group and a remainder
     rng = np.random.default_rng(4)

@@ -20,7 +20,7 @@ from app.asr.native import library
 from app.asr.native.encoder import NativeEncoder
 from app.asr.weights import openai_checkpoint
 from app.asr.wer import corpus_wer, find_reference
-from tests.native_builds import avx2_default, other_family, other_widening
+from tests.native_builds import avx2_default, other_family, other_vnni, other_widening
 
 SPEECH = Path(__file__).parent / "data" / "speech"
 CLIPS = ["jfk.mp3", "sense_and_sensibility_01_austen_64kb-0880.wav", "sense_and_sensibility_01_austen_64kb-0930.wav"]
@@ -215,19 +215,22 @@ def test_the_amx_path_gives_the_same_bits_as_vpdpbusd(
     assert np.array_equal(tiles, vnni)
 
 
-def test_the_avx2_kernels_widen_their_pair_sums_either_way_to_the_same_bits(
-    checkpoint: Path, whisper_cache: Path, mels: np.ndarray
+@pytest.mark.parametrize("way", ["widened", "multiplied"])
+def test_the_avx2_kernels_widen_and_multiply_either_way_to_the_same_bits(
+    way: str, checkpoint: Path, whisper_cache: Path, mels: np.ndarray
 ) -> None:
     """AVX2's two ways of widening vpmaddubsw's int16 pair sums (kernels.h: vpmaddwd by ones; shifts and adds where
-    one pipe does every vector multiply, AMD Zen 1) add up the same integers: the encoder's features and the
-    decoder's logits are the same to the bit. Built both ways on any AVX2 or AVX-512 CPU."""
+    one pipe does every vector multiply, AMD Zen 1), and AVX-VNNI's vpdpbusd in place of both (Alder Lake and later,
+    Zen 5), add up the same integers: the encoder's features and the decoder's logits are the same to the bit.
+    Built both ways on any AVX2 or AVX-512 CPU (vpdpbusd emulated where the CPU has no AVX-VNNI)."""
     from app.asr.native.model import NativeModel
 
     ours = library.load(whisper_cache)
-    builds = (avx2_default(ours), other_widening(ours))
+    builds = (avx2_default(ours), other_widening(ours) if way == "widened" else other_vnni(ours))
     encoders = [NativeEncoder(checkpoint, whisper_cache, threads=2, extra=extra) for extra in builds]
     assert {e.kernels for e in encoders} == {"avx2"}
-    assert sorted(int(e.lib.widen_by_shifts()) for e in encoders) == [0, 1]
+    ways = [(int(e.lib.widen_by_shifts()), int(e.lib.avx_vnni())) for e in encoders]
+    assert ways[0] != ways[1] and sorted(w[0] if way == "widened" else w[1] for w in ways) == [0, 1]
     mel = np.ascontiguousarray(mels[:1, :, :1000])
     a, b = (e(mel) for e in encoders)
     assert np.abs(a).max() > 1  # real features, not an untouched buffer

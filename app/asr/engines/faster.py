@@ -147,8 +147,8 @@ class FasterWhisperEngine:
         self.cache_dir = cache_dir
         self.encoder_used = ""
         self.decoder_used = ""
-        # The native library's int8 kernels, once one of its halves runs: "avx512-vnni" (+ "+amx" when the encoder
-        # runs on AMX tiles) or "avx2" (app.asr.native.kernels.h); what the bench reports per engine.
+        # The native library's int8 kernels, once one of its halves runs: "avx512-vnni" (+ "+amx" where products run
+        # on AMX tiles) or "avx2" (+ "+avx-vnni"): app.asr.native.library.describe; what the bench reports per engine.
         self.kernels_used = ""
         self._encoder_swap: cpu_encoder.EncoderSwap | None = None
         if batch_size <= 1:
@@ -208,14 +208,16 @@ class FasterWhisperEngine:
             return
         if isinstance(getattr(encoder, "cores", None), CoreShare):  # the native encoder
             encoder.cores = self._cores  # type: ignore[attr-defined]
-            amx = "+amx" if getattr(encoder, "amx", False) else ""
-            self.kernels_used = f"{getattr(encoder, 'kernels', '')}{amx}"
+            from app.asr.native.library import describe
+
+            self.kernels_used = describe(encoder.lib)  # type: ignore[attr-defined]
         self._encoder_swap = cpu_encoder.EncoderSwap(self._model.model, encoder, trim=self.trim_encoder_input)
         self._model.model = self._encoder_swap
         self.encoder_used = name
 
     def _swap_decoder(self) -> None:
         from app.asr.native.generate import DecoderSwap, NativeGenerator
+        from app.asr.native.library import describe
         from app.asr.native.model import NativeModel
 
         try:
@@ -227,7 +229,7 @@ class FasterWhisperEngine:
             log.warning("native Whisper decoder unavailable (%s: %s); using CTranslate2's", type(exc).__name__, exc)
             return
         generator.cores = self._cores
-        self.kernels_used = self.kernels_used or generator.model.kernels
+        self.kernels_used = self.kernels_used or describe(generator.model.lib)
         self._model.model = DecoderSwap(self._model.model, generator)
         self._generator = generator
         self.decoder_used = "native"

@@ -9,6 +9,9 @@ const char* kernels() { return kKernels; }
 // 1 where the AVX2 kernel widens its int16 pair sums by shifts rather than vpmaddwd (kernels.h: AMD Zen 1), else 0.
 int widen_by_shifts() { return kWidenByShifts ? 1 : 0; }
 
+// 1 where the AVX2 kernel multiplies with AVX-VNNI's vpdpbusd (kernels.h: Alder Lake and later, Zen 5), else 0.
+int avx_vnni() { return kAvxVnni ? 1 : 0; }
+
 // Whether products run on AMX tiles (where built and permitted), after switching them on (1) or off (0) for the
 // whole process; -1 only asks. For the tests and benchmarks that compare both paths.
 int set_amx(int on) {

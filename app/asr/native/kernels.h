@@ -21,6 +21,9 @@
 //     2 x 255 x 63 = 32,130), measured as good as 8-bit there.
 //   Attention's probabilities are 0..127 with no offset (seven-bit activations, linear_blocks<true>): two k steps'
 //   pair sums then fit one int16 together, so a vpmaddwd widens four products' pairs instead of two.
+//   Where the CPU has AVX-VNNI (vpdpbusd on 256-bit vectors without AVX-512: Intel Alder Lake and later client
+//   cores, Sapphire Rapids, AMD Zen 5), the same kernel multiplies with it: one instruction for the three, the
+//   same weights, activations and int32 sums, so the same bits as the AVX2 kernel (kAvxVnni, dpbusd below).
 // - AMX (Intel Sapphire Rapids and later, on top of AVX-512 VNNI): the same packed weights are AMX's B tiles as they
 //   are (16 k-groups of 16 outputs x 4 bytes = one 16 x 64-byte tile), the uint8 activations its A tiles, and
 //   tdpbusd the same uint8 x int8 -> int32 sums as vpdpbusd, 16 x 16 x 64 per instruction. Same integers, same
@@ -160,6 +163,7 @@ namespace {
 constexpr const char* kKernels = "avx512-vnni";
 constexpr int kRows = 8;  // rows a pass: their accumulators + the weight vector stay in registers
 constexpr bool kWidenByShifts = false;  // vpdpbusd sums into int32 itself
+constexpr bool kAvxVnni = false;        // AVX-VNNI is the AVX2 kernel's (below)
 constexpr int kWeightMax = 127;
 #else
 constexpr const char* kKernels = "avx2";
@@ -176,6 +180,12 @@ constexpr const char* kKernels = "avx2";
 #endif
 #endif
 constexpr bool kWidenByShifts = PODBRIEF_WIDEN_BY_SHIFTS;
+#if (defined(__AVXVNNI__) || defined(PODBRIEF_AVX_VNNI_EMULATION)) && !PODBRIEF_WIDEN_BY_SHIFTS
+#define PODBRIEF_AVX_VNNI 1
+constexpr bool kAvxVnni = true;
+#else
+constexpr bool kAvxVnni = false;
+#endif
 // Rows a pass: 6 rows x 2 accumulators + 2 weight vectors + ones + the broadcast = AVX2's 16 registers; widening
 // by shifts, 3 rows x 4 accumulators + 2 weight vectors + the bit to flip + the broadcast.
 constexpr int kRows = kWidenByShifts ? 3 : 6;
@@ -290,6 +300,22 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
 }
 
 #else
+// acc + the sums of four u8 x s8 products per int32 lane: AVX-VNNI's vpdpbusd on 256-bit vectors (Intel Alder Lake
+// and later client cores, Sapphire Rapids, AMD Zen 5), one instruction for vpmaddubsw + vpmaddwd + vpaddd and never
+// saturating. Elsewhere the same integers by two vpmaddwd of the bytes widened to int16 (each product at most
+// 255 x 128 in magnitude): only the tests build that (-DPODBRIEF_AVX_VNNI_EMULATION=1), to check the kernel's
+// AVX-VNNI branch on any AVX2 CPU.
+inline __m256i dpbusd(__m256i acc, __m256i a, __m256i b) {
+#ifdef __AVXVNNI__
+  return _mm256_dpbusd_avx_epi32(acc, a, b);
+#else
+  const __m256i low = _mm256_set1_epi16(0x00ff);
+  const __m256i even = _mm256_madd_epi16(_mm256_and_si256(a, low), _mm256_srai_epi16(_mm256_slli_epi16(b, 8), 8));
+  const __m256i odd = _mm256_madd_epi16(_mm256_srli_epi16(a, 8), _mm256_srai_epi16(b, 8));
+  return _mm256_add_epi32(acc, _mm256_add_epi32(even, odd));
+#endif
+}
+
 // Outputs ob..ob+15 of MB (<= kRows) rows, the same sums as the AVX-512 kernel: 4 k values a step, outputs
 // ob..ob+7 in the packed group's low 32 bytes, ob+8..ob+15 in its high 32. The accumulators are named variables,
 // not an array: GCC 12 keeps an array of more than three on the stack (half the speed).
@@ -326,7 +352,9 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
           bl5 = l0, bh5 = l0;
   const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi32(0x8000);
   const int8_t* wb = L.w + (size_t)ob * k;
-  constexpr int kStep = kSevenBit ? 2 * kPairs : kPairs;  // k values a widening (runs are multiples of it)
+  // Two k steps' pair sums added in int16 before one widening (kSevenBit, above); vpdpbusd needs no widening.
+  constexpr bool kPresum = kSevenBit && !kAvxVnni;
+  constexpr int kStep = kPresum ? 2 * kPairs : kPairs;  // k values a widening (runs are multiples of it)
   const KRun whole{0, k};
   if (runs == nullptr) runs = &whole, n_runs = 1;
   int widenings = 0;
@@ -335,32 +363,36 @@ __attribute__((noinline)) void linear_rows(const Linear& L, const Act* xq, const
     for (int j = runs[r].lo; j < runs[r].hi; j += kStep) {
       const __m256i wl = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16));
       const __m256i wh = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16 + 32));
-      __m256i wl2 = wl, wh2 = wh;  // the next k step's, with kSevenBit
-      if constexpr (kSevenBit) {
+      __m256i wl2 = wl, wh2 = wh;  // the next k step's, with kPresum
+      if constexpr (kPresum) {
         wl2 = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16 + 64));
         wh2 = _mm256_loadu_si256((const __m256i*)(wb + (size_t)j * 16 + 96));
       }
-#define PODBRIEF_ROW(I)                                                                      \
-  if constexpr (MB > I) {                                                                    \
-    int32_t quad;                                                                            \
-    std::memcpy(&quad, xq + (size_t)I * k + j, 4);                                           \
-    const __m256i xv = _mm256_set1_epi32(quad);                                              \
-    __m256i pl = _mm256_maddubs_epi16(xv, wl), ph = _mm256_maddubs_epi16(xv, wh);            \
-    if constexpr (kSevenBit) {                                                               \
-      std::memcpy(&quad, xq + (size_t)I * k + j + kPairs, 4);                                \
-      const __m256i xv2 = _mm256_set1_epi32(quad);                                           \
-      pl = _mm256_add_epi16(pl, _mm256_maddubs_epi16(xv2, wl2));                             \
-      ph = _mm256_add_epi16(ph, _mm256_maddubs_epi16(xv2, wh2));                             \
-    }                                                                                        \
-    if constexpr (kWidenByShifts) {                                                          \
-      l##I = _mm256_add_epi32(l##I, _mm256_xor_si256(pl, flip));                             \
-      bl##I = _mm256_add_epi32(bl##I, _mm256_srai_epi32(pl, 16));                            \
-      h##I = _mm256_add_epi32(h##I, _mm256_xor_si256(ph, flip));                             \
-      bh##I = _mm256_add_epi32(bh##I, _mm256_srai_epi32(ph, 16));                            \
-    } else {                                                                                 \
-      l##I = _mm256_add_epi32(l##I, _mm256_madd_epi16(pl, ones));                            \
-      h##I = _mm256_add_epi32(h##I, _mm256_madd_epi16(ph, ones));                            \
-    }                                                                                        \
+#define PODBRIEF_ROW(I)                                                                     \
+  if constexpr (MB > I) {                                                                   \
+    int32_t quad;                                                                           \
+    std::memcpy(&quad, xq + (size_t)I * k + j, 4);                                          \
+    const __m256i xv = _mm256_set1_epi32(quad);                                             \
+    if constexpr (kAvxVnni) {                                                               \
+      l##I = dpbusd(l##I, xv, wl), h##I = dpbusd(h##I, xv, wh);                             \
+    } else {                                                                                \
+      __m256i pl = _mm256_maddubs_epi16(xv, wl), ph = _mm256_maddubs_epi16(xv, wh);         \
+      if constexpr (kPresum) {                                                              \
+        std::memcpy(&quad, xq + (size_t)I * k + j + kPairs, 4);                             \
+        const __m256i xv2 = _mm256_set1_epi32(quad);                                        \
+        pl = _mm256_add_epi16(pl, _mm256_maddubs_epi16(xv2, wl2));                          \
+        ph = _mm256_add_epi16(ph, _mm256_maddubs_epi16(xv2, wh2));                          \
+      }                                                                                     \
+      if constexpr (kWidenByShifts) {                                                       \
+        l##I = _mm256_add_epi32(l##I, _mm256_xor_si256(pl, flip));                          \
+        bl##I = _mm256_add_epi32(bl##I, _mm256_srai_epi32(pl, 16));                         \
+        h##I = _mm256_add_epi32(h##I, _mm256_xor_si256(ph, flip));                          \
+        bh##I = _mm256_add_epi32(bh##I, _mm256_srai_epi32(ph, 16));                         \
+      } else {                                                                              \
+        l##I = _mm256_add_epi32(l##I, _mm256_madd_epi16(pl, ones));                         \
+        h##I = _mm256_add_epi32(h##I, _mm256_madd_epi16(ph, ones));                         \
+      }                                                                                     \
+    }                                                                                       \
   }
       PODBRIEF_ROW(0) PODBRIEF_ROW(1) PODBRIEF_ROW(2) PODBRIEF_ROW(3) PODBRIEF_ROW(4) PODBRIEF_ROW(5)
 #undef PODBRIEF_ROW

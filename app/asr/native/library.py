@@ -26,7 +26,8 @@ FOLDER = Path(__file__).parent
 SOURCES = ("kernels.cpp", "decoder.cpp", "encoder.cpp")
 HEADERS = ("kernels.h",)
 # AVX2 + FMA for the int8 products and the attention, F16C for the float16 audio keys and values; where the CPU
-# also has AVX-512 VNNI, -march=native builds the vpdpbusd kernels instead (kernels.h; `kernels()` says which).
+# also has AVX-512 VNNI, -march=native builds the vpdpbusd kernels instead (kernels.h; `kernels()` says which), and
+# where it has AVX-VNNI, the AVX2 kernel multiplies with its 256-bit vpdpbusd (`avx_vnni()`).
 REQUIRED_FLAGS = ("avx2", "fma", "f16c")
 COMPILE = ["-O3", "-march=native", "-ffast-math", "-shared", "-fPIC"]
 LINK = ["-lmvec"]  # glibc's vector maths: expf/erff vectorised under -ffast-math
@@ -93,6 +94,17 @@ def load(cache_dir: Path, compiler: str = "g++", extra: Sequence[str] = ()) -> c
         return lib
 
 
+def describe(lib: ctypes.CDLL) -> str:
+    """The int8 kernels a loaded library runs, as the bench reports them: "avx512-vnni" (+ "+amx" where products
+    run on AMX tiles) or "avx2" (+ "+avx-vnni" where it multiplies with AVX-VNNI's vpdpbusd)."""
+    name = str(lib.kernels().decode())
+    if lib.avx_vnni():
+        name += "+avx-vnni"
+    if lib.set_amx(-1):
+        name += "+amx"
+    return name
+
+
 def _build(compiler: str, target: Path, extra: Sequence[str]) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Built beside the target and renamed: another process loading it never sees half a file.
@@ -138,6 +150,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.kernels.restype = ctypes.c_char_p
     lib.widen_by_shifts.argtypes = []
     lib.widen_by_shifts.restype = i
+    lib.avx_vnni.argtypes = []
+    lib.avx_vnni.restype = i
     lib.set_amx.argtypes = [i]
     lib.set_amx.restype = i
     lib.create_model.argtypes = [i, i, i, i, i, p, p, p, p]
