@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from app.config import get_settings
 
@@ -29,6 +30,7 @@ class Base(DeclarativeBase):
 
 
 _engines: dict[str, Engine] = {}
+_unpooled: dict[str, Engine] = {}
 _makers: dict[str, sessionmaker[Session]] = {}
 
 
@@ -43,21 +45,38 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def _create(url: str, *, pooled: bool) -> Engine:
+    pool: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            from pathlib import Path
+
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if pooled:
+        pool = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+    return create_engine(url, **pool)
+
+
 def get_engine(url: str | None = None) -> Engine:
     url = url or get_settings().db_url
     engine = _engines.get(url)
     if engine is None:
-        if url.startswith("sqlite"):
-            path = url.split("///", 1)[-1]
-            if path and path != ":memory:":
-                from pathlib import Path
+        engine = _engines[url] = _create(url, pooled=True)
+    return engine
 
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-            event.listen(engine, "connect", _sqlite_pragmas)
-        else:
-            engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-        _engines[url] = engine
+
+def get_unpooled_engine(url: str | None = None) -> Engine:
+    """The same database without the shared pool: each connect() opens a connection of the caller's own, closed
+    with it. For a connection held for long by one thread that must never wait for the pool (the API's event
+    loop: a loop blocked on a full pool can't finish the requests that would give connections back)."""
+    url = url or get_settings().db_url
+    engine = _unpooled.get(url)
+    if engine is None:
+        engine = _unpooled[url] = _create(url, pooled=False)
     return engine
 
 
@@ -86,7 +105,8 @@ def session_scope(url: str | None = None) -> Iterator[Session]:
 
 def dispose_engines() -> None:
     """Drop pooled connections (after fork, and between tests that switch databases)."""
-    for engine in _engines.values():
+    for engine in (*_engines.values(), *_unpooled.values()):
         engine.dispose()
     _engines.clear()
+    _unpooled.clear()
     _makers.clear()

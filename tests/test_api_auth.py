@@ -200,3 +200,28 @@ def test_loop_reader_gives_back_connections_of_ended_threads(db_url: str) -> Non
     assert reader.first(_LOOKUP, {"prefix": "nope"}) is None
     assert list(reader._conns) == [threading.get_ident()]  # the ended threads' connections went back
     reader.close()
+
+
+@pytest.mark.pg
+def test_loop_reader_reads_while_every_pooled_connection_is_taken(db_url: str) -> None:
+    """The loop's reads never wait for the shared pool: with all of its connections held by request threads (which
+    need the loop to go on before they give them back), a loop thread's first read still answers at once rather
+    than after the pool's 30 s timeout, with the loop stopped all that time."""
+    import threading
+
+    from app.web.api.deps import LoopReader
+    from app.web.api.keys import _LOOKUP
+
+    engine = db.get_engine(db_url)
+    held = [engine.connect() for _ in range(engine.pool.size() + engine.pool._max_overflow)]  # type: ignore[attr-defined]
+    reader = LoopReader(db_url)
+    answers: list[Any] = []
+    loop = threading.Thread(target=lambda: answers.append(reader.first(_LOOKUP, {"prefix": "nope"})))
+    loop.start()
+    loop.join(timeout=10)
+    waited = loop.is_alive()
+    for conn in held:
+        conn.close()
+    loop.join()
+    reader.close()
+    assert not waited and answers == [None]

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 from starlette.concurrency import run_in_threadpool
 
-from app.db import get_engine, session_scope
+from app.db import get_unpooled_engine, session_scope
 from app.web.api import keys
 from app.web.api.fastread import Prepared
 from app.web.api.ratelimit import Limiter
@@ -54,8 +54,9 @@ class TTLCache:
 
 class LoopReader:
     """One autocommit connection per event-loop thread for the few indexed reads done on the loop (API key
-    lookup, brief lookup). It is never shared between threads and never taken from the pool at request time,
-    so a busy pool can't stall the loop; autocommit means no read transaction pins an old snapshot."""
+    lookup, brief lookup). It is never shared between threads and never taken from the shared pool (its own,
+    from get_unpooled_engine), so a busy pool can't stall the loop, even when a loop thread first reads or
+    reconnects after a database restart; autocommit means no read transaction pins an old snapshot."""
 
     def __init__(self, url: str | None = None) -> None:
         self._url = url
@@ -71,7 +72,7 @@ class LoopReader:
             conn = self._conns.get(tid)
             if conn is None or conn.closed or conn.invalidated or self._threads.get(tid) is not current:
                 self._prune()
-                conn = get_engine(self._url).connect().execution_options(isolation_level="AUTOCOMMIT")
+                conn = get_unpooled_engine(self._url).connect().execution_options(isolation_level="AUTOCOMMIT")
                 self._conns[tid] = conn
                 self._threads[tid] = current
             prepared = self._prepared.get(id(stmt))
