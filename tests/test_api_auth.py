@@ -213,7 +213,8 @@ def test_loop_reader_reads_while_every_pooled_connection_is_taken(db_url: str) -
     from app.web.api.keys import _LOOKUP
 
     engine = db.get_engine(db_url)
-    held = [engine.connect() for _ in range(engine.pool.size() + engine.pool._max_overflow)]  # type: ignore[attr-defined]
+    capacity = engine.pool.size() + engine.pool._max_overflow  # type: ignore[attr-defined]
+    held = [engine.connect() for _ in range(capacity)]
     reader = LoopReader(db_url)
     answers: list[Any] = []
     loop = threading.Thread(target=lambda: answers.append(reader.first(_LOOKUP, {"prefix": "nope"})))
