@@ -46,19 +46,21 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _create(url: str, *, pooled: bool) -> Engine:
-    pool: dict[str, Any] = {} if pooled else {"poolclass": NullPool}
+    """An engine on the shared pool (SQLAlchemy's default for SQLite; sized for the API's threads on PostgreSQL),
+    or without one (NullPool: a connection per connect(), closed with it)."""
+    unpooled: dict[str, Any] = {"poolclass": NullPool}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             from pathlib import Path
 
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **pool)
+        args = {"timeout": 30, "check_same_thread": False}
+        engine = create_engine(url, connect_args=args, **({} if pooled else unpooled))
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    if pooled:
-        pool = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
-    return create_engine(url, **pool)
+    shared = {"pool_pre_ping": True, "pool_size": 10, "max_overflow": 20}
+    return create_engine(url, **(shared if pooled else unpooled))
 
 
 def get_engine(url: str | None = None) -> Engine:
