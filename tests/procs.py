@@ -15,18 +15,9 @@ from pathlib import Path
 
 from app.demo import audio_file
 from app.web.demo import feed_xml
+from tests.test_net_localserver import QuietOnHangUp
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-class _QuietOnHangUp(http.server.ThreadingHTTPServer):
-    """A test server that does not print a traceback when the client hangs up mid-response: the chaos tests kill
-    workers while they download, and a reset connection there is the point, not a failure. Other errors print."""
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 @contextmanager
@@ -55,7 +46,7 @@ def demo_feed_server() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = _QuietOnHangUp(("127.0.0.1", 0), Handler)
+    server = QuietOnHangUp(("127.0.0.1", 0), Handler)
     state["base"] = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
