@@ -181,7 +181,6 @@ constexpr const char* kKernels = "avx2";
 #endif
 constexpr bool kWidenByShifts = PODBRIEF_WIDEN_BY_SHIFTS;
 #if (defined(__AVXVNNI__) || defined(PODBRIEF_AVX_VNNI_EMULATION)) && !PODBRIEF_WIDEN_BY_SHIFTS
-#define PODBRIEF_AVX_VNNI 1
 constexpr bool kAvxVnni = true;
 #else
 constexpr bool kAvxVnni = false;
