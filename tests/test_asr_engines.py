@@ -7,9 +7,11 @@ through the same code; scripts/gpu_bench.sh runs it on CUDA.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -142,6 +144,44 @@ def test_batched_log_mel_equals_whisper_per_window(clips: list[tuple[np.ndarray,
         piece = audio[int(start * SAMPLE_RATE) : int(stop * SAMPLE_RATE)]
         ref = whisper.log_mel_spectrogram(piece, 80, padding=whisper.audio.N_SAMPLES)[:, : whisper.audio.N_FRAMES]
         assert torch.allclose(mels[row], ref, atol=1e-5), row
+
+
+def test_the_cpu_engines_log_mel_skips_the_padding_and_is_exactly_the_full_one(
+    clips: list[tuple[np.ndarray, str]],
+) -> None:
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    from app.asr.engines.faster import _SilencePadded
+
+    plain, skipping = FeatureExtractor(), _SilencePadded(FeatureExtractor())
+    transformed: list[int] = []  # samples of each signal the STFT itself was given
+
+    def counting_stft(signal: np.ndarray, *args: Any, **kwargs: Any) -> np.ndarray:
+        transformed.append(signal.size)
+        return FeatureExtractor.stft(signal, *args, **kwargs)
+
+    skipping.inner.stft = functools.partial(skipping.inner.stft.func, counting_stft)
+    speech = clips[0][0]
+    n = plain.n_samples
+    # Lengths around the STFT's frame grid and its reflected end, real speech, a window ending in zeros of its
+    # own, silence only, and a full 30 s window (nothing to skip).
+    pieces = [speech[:1], speech[:399], speech[:400], speech[:401], speech[: 3 * SAMPLE_RATE + 77], speech]
+    pieces += [np.concatenate([speech[: 2 * SAMPLE_RATE], np.zeros(5000, np.float32)]), np.zeros(8000, np.float32)]
+    pieces += [np.resize(speech, n)]
+    for piece in pieces:
+        expected = plain(piece, padding=160 + n - piece.size if piece.size < n else 160)
+        got = skipping(piece)
+        assert got.shape == expected.shape == (80, 3001)
+        assert np.array_equal(got, expected), piece.size
+    # A 3 s piece: its STFT saw the piece and a little silence (not 30 s); the 30 s window: everything.
+    assert transformed[4] < 4 * SAMPLE_RATE
+    assert transformed[8] == n + 160
+    # Loud noise cut off at every offset of the hop: the last frames that reach the signal's end, and the STFT's
+    # reflection of it, are above the spectrogram's floor, so a frame computed from other samples would show.
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, SAMPLE_RATE + 160).astype(np.float32)
+    for offset in range(160):
+        piece = noise[: SAMPLE_RATE + offset]
+        assert np.array_equal(skipping(piece), plain(piece, padding=160 + n - piece.size)), offset
 
 
 def test_split_on_timestamps() -> None:
