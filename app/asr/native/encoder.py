@@ -28,6 +28,8 @@ class NativeEncoder:
     """
 
     # The int8 encoders need more silence after the speech than bf16 (app.asr.onnx_encoder.OnnxEncoder.trim_margin).
+    # Checked for this one (docs/benchmarks.md, Zen 3 2026-12-07): 5 s of silence read 2.6 points worse on the dev
+    # segment clips and 4.4 on the real ones; 11 s and whole 30 s windows were no better than 8 s.
     trim_margin = 800
 
     def __init__(
