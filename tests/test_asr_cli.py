@@ -126,3 +126,39 @@ def test_bench_repeat_budget_runs_a_slow_engine_once() -> None:
     assert Slow.runs == 1
     run_engine(Slow(), clip, repeat=3)  # type: ignore[arg-type]
     assert Slow.runs == 4
+
+
+def _cuda_devices(monkeypatch: pytest.MonkeyPatch, torch_sees: int, ctranslate2_sees: int) -> None:
+    """What each runtime reports (this machine has no GPU; a GPU machine must not change the answers)."""
+    import ctranslate2
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: torch_sees > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: torch_sees)
+    monkeypatch.setattr(ctranslate2, "get_cuda_device_count", lambda: ctranslate2_sees)
+
+
+def test_a_device_is_checked_against_what_each_engines_runtime_sees(monkeypatch: pytest.MonkeyPatch) -> None:
+    _cuda_devices(monkeypatch, torch_sees=0, ctranslate2_sees=1)
+    select.check_device("faster-whisper", "cuda")
+    select.check_device("faster-whisper", "cuda:0")
+    select.check_device("openai-whisper-batched", "cpu")
+    with pytest.raises(ValueError, match=r"'cuda:1': CTranslate2 \(faster-whisper\) sees 1 CUDA device here"):
+        select.check_device("faster-whisper", "cuda:1")
+    with pytest.raises(ValueError, match=r"'cuda': torch \(openai-whisper-batched\) sees no CUDA device here"):
+        select.check_device("openai-whisper-batched", "cuda")
+    for bad in ("gpu", "cuda:x", "cuda:", "auto"):  # "auto" is resolved to cpu or cuda before this
+        with pytest.raises(ValueError, match="unknown device"):
+            select.check_device("faster-whisper", bad)
+
+
+def test_asking_for_cuda_where_there_is_none_is_a_clear_error(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _cuda_devices(monkeypatch, torch_sees=0, ctranslate2_sees=0)
+    assert main(["transcribe", str(CLIP), "--device", "cuda", "--no-progress"]) == 1
+    assert "error: device 'cuda': torch (openai-whisper-batched) sees no CUDA device here" in capsys.readouterr().err
+    # The bench fails before it loads anything: no baseline, no ratio, and no JSON that looks like a result.
+    assert main(["bench", "transcribe", "--audio", str(CLIP), "--device", "cuda", "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and "error: device 'cuda': torch (openai-whisper-sequential) sees no CUDA device" in err

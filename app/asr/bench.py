@@ -29,7 +29,7 @@ from app.asr.audio import SAMPLE_RATE, load_audio, load_raw_pcm16
 from app.asr.cpu_encoder import cpu_fields, cpu_flags
 from app.asr.engines.base import Engine
 from app.asr.hygiene import clean_segments
-from app.asr.select import EngineSpec, build
+from app.asr.select import EngineSpec, build, check_device
 from app.asr.wer import corpus_wer, find_reference
 
 BASELINE = "openai-whisper"
@@ -221,6 +221,8 @@ def bench(
         raise ValueError(f"unknown engine(s) {unknown}; choose from {list(BENCH_ENGINES)}")
     if BASELINE not in names:
         names.insert(0, BASELINE)  # speedups need the baseline, measured in this same run
+    # No ratio without the baseline: a device it can't run on (no CUDA here) is an error before anything loads.
+    check_device(BENCH_ENGINES[BASELINE], device)
     clips = load_clips(paths)
     if tile_seconds:
         clips = tile(clips, tile_seconds)

@@ -44,6 +44,32 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def check_device(engine: str, device: str) -> None:
+    """Raise ValueError, saying why, unless `engine` (one of ENGINES) can run on `device` here.
+
+    Checked before a model loads: asked for CUDA where there is none, the libraries fail deep inside with
+    "Torch not compiled with CUDA enabled" or "CUDA driver version is insufficient for CUDA runtime version".
+    faster-whisper runs on CTranslate2's CUDA, the openai-whisper engines on torch's: either may see none.
+    """
+    if device == "cpu":
+        return
+    kind, colon, index_text = device.partition(":")
+    if kind != "cuda" or (colon and not index_text.isdigit()):
+        raise ValueError(f"unknown device {device!r} (choose from auto, cpu, cuda, cuda:N)")
+    index = int(index_text or 0)
+    if engine.startswith("faster-whisper"):
+        import ctranslate2
+
+        runtime, count = "CTranslate2", int(ctranslate2.get_cuda_device_count())
+    else:
+        import torch
+
+        runtime, count = "torch", torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= count:
+        seen = f"{count} CUDA device{'s' if count != 1 else ''}" if count else "no CUDA device"
+        raise ValueError(f"device {device!r}: {runtime} ({engine}) sees {seen} here; use cpu or auto")
+
+
 def resolve(
     settings: Settings | None = None,
     *,
@@ -85,6 +111,7 @@ def resolve(
 def build(spec: EngineSpec) -> Engine:
     from pathlib import Path
 
+    check_device(spec.engine, spec.device)
     if spec.engine.startswith("faster-whisper"):
         from app.asr.engines.faster import FasterWhisperEngine
 
