@@ -55,7 +55,8 @@ def check_device(engine: str, device: str) -> None:
         return
     kind, colon, index_text = device.partition(":")
     if kind != "cuda" or (colon and not index_text.isdigit()):
-        raise ValueError(f"unknown device {device!r} (choose from auto, cpu, cuda, cuda:N)")
+        # "auto" never gets here from the service or `podbrief transcribe` (resolve() picks); the bench wants one.
+        raise ValueError(f"unknown device {device!r} (choose from cpu, cuda, cuda:N)")
     index = int(index_text or 0)
     if engine.startswith("faster-whisper"):
         import ctranslate2
