@@ -65,7 +65,7 @@ def check_device(engine: str, device: str) -> None:
     else:
         import torch
 
-        runtime, count = "torch", torch.cuda.device_count() if torch.cuda.is_available() else 0
+        runtime, count = "torch", torch.cuda.device_count() if cuda_available() else 0
     if index >= count:
         seen = f"{count} CUDA device{'s' if count != 1 else ''}" if count else "no CUDA device"
         raise ValueError(f"device {device!r}: {runtime} ({engine}) sees {seen} here; use cpu or auto")
